@@ -1,0 +1,269 @@
+"""The client: the one place where queries are sent, counted, cached, retried and throttled.
+
+The query path, outermost first::
+
+    Client -> CacheLayer -> BudgetLayer -> RateLimitLayer -> RetryLayer -> adapter -> provider
+
+A cache hit never reaches the budget; the budget counts what goes upstream once per logical
+query, however many attempts the retry layer needed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from urllib.parse import urlparse
+
+from .adapters.base import Sender
+from .budget import Budget
+from .errors import CapabilityError, ConfigError, check
+from .layers.budget import BudgetLayer
+from .layers.cache import CACHE_MODES, CacheLayer
+from .layers.ratelimit import RateLimitLayer
+from .layers.retry import RetryLayer
+from .profiles import ProviderProfile, load_profile
+from .types import Capabilities, Query, Response
+
+if TYPE_CHECKING:
+    from .scoring import Scores
+
+__all__ = ["Client"]
+
+PLACEHOLDER_KEY = "EMPTY"
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    return host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
+
+
+class Client:
+    """Send queries to one OpenAI-compatible provider and model through the layer stack.
+
+    Parameters (keyword-only after ``base_url``):
+      base_url: the endpoint (``.../v1``); default ``$OPENAI_BASE_URL``, else the profile's.
+      api_key: default from the profile's key variable (``OPENAI_API_KEY`` for openai); a
+        placeholder is used for providers that need none (local servers).
+      model: default model for queries that name none; default the profile's.
+      provider: a profile name (``openai``, ``vllm``, ``llama-cpp``, ``bbox-lfm``, ``generic``),
+        a path to a TOML profile, or a :class:`ProviderProfile`. Default: ``bbox-lfm`` for a
+        loopback URL, ``openai`` for api.openai.com, else ``generic``.
+      budget: limits for everything this client sends (default: unlimited, still counted).
+      cache: a store object, a path to an SQLite file, or None for the default cache location.
+      cache_mode: ``off``, ``readwrite``, ``replay`` or ``record``.
+      max_concurrency: threads for :meth:`send_many` and :meth:`score`.
+      adapter: a sender to use instead of the HTTP adapter (a ``MockAdapter`` in tests).
+      sleep, clock: injected into retry and rate limiting for deterministic tests.
+    """
+
+    def __init__(self, base_url: str | None = None, *, api_key: str | None = None, model: str | None = None,
+                 provider: str | ProviderProfile | None = None, budget: Budget | None = None,
+                 cache: Any = None, cache_mode: str | None = None, max_concurrency: int = 16,
+                 timeout: float = 120.0, max_attempts: int = 6, adapter: Sender | None = None,
+                 requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
+        cache_mode = cache_mode or os.environ.get("BBOX_LFM_CACHE_MODE", "readwrite")
+        check(cache_mode in CACHE_MODES, "cache_mode", f"one of {CACHE_MODES}", cache_mode)
+        check(max_concurrency >= 1, "max_concurrency", ">= 1", max_concurrency)
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        self.profile = self._resolve_profile(provider, base_url)
+        self.base_url = (base_url or self.profile.base_url).rstrip("/")
+        self.model = model or self.profile.default_model or None
+        self.max_concurrency = max_concurrency
+        self.cache_mode = cache_mode
+        self.budget = budget if budget is not None else Budget()
+        self.budget.price = self.profile.price(self.model)
+        if adapter is None:
+            from .adapters.openai_compat import OpenAICompatAdapter
+
+            adapter = OpenAICompatAdapter(base_url=self.base_url, api_key=self._resolve_key(api_key),
+                                          profile=self.profile, timeout=timeout)
+        self.adapter = adapter
+        rpm = self.profile.requests_per_minute if requests_per_minute is None else requests_per_minute
+        tpm = self.profile.tokens_per_minute if tokens_per_minute is None else tokens_per_minute
+        self._upstream: Sender = RateLimitLayer(RetryLayer(adapter, max_attempts=max_attempts, sleep=sleep),
+                                                requests_per_minute=rpm, tokens_per_minute=tpm,
+                                                clock=clock, sleep=sleep)
+        self.store = self._open_store(cache) if cache_mode != "off" else None
+        self._budgeted: Sender = BudgetLayer(self._upstream, self.budget)
+        self._stack = self._build_stack()
+        self._model_info: dict[str, Any] | None = None
+        self._info_lock = threading.Lock()
+
+    # -- construction -------------------------------------------------------------------------
+
+    @staticmethod
+    def _resolve_profile(provider: str | ProviderProfile | None, base_url: str | None) -> ProviderProfile:
+        if isinstance(provider, ProviderProfile):
+            return provider
+        if provider is not None:
+            return load_profile(provider)
+        env = os.environ.get("BBOX_LFM_PROVIDER")
+        if env:
+            return load_profile(env)
+        if base_url is None or "api.openai.com" in base_url:
+            return load_profile("openai")
+        return load_profile("bbox-lfm" if _is_loopback(base_url) else "generic")
+
+    def _resolve_key(self, api_key: str | None) -> str:
+        key = api_key or os.environ.get(self.profile.api_key_env)
+        if key:
+            return key
+        if self.profile.api_key_required and not _is_loopback(self.base_url):
+            raise ConfigError(
+                f"api_key must be given or set in ${self.profile.api_key_env} for provider "
+                f"{self.profile.name!r}; got nothing")
+        return PLACEHOLDER_KEY
+
+    @staticmethod
+    def _open_store(cache: Any) -> Any:
+        if cache is not None and not isinstance(cache, (str, os.PathLike)):
+            return cache
+        from .stores.sqlite import SQLiteStore, default_cache_path
+
+        return SQLiteStore(Path(cache) if cache is not None else default_cache_path())
+
+    def _build_stack(self) -> Sender:
+        if self.store is None:
+            return self._budgeted
+        return CacheLayer(self._budgeted, self.store, mode=self.cache_mode, base_url=self.base_url,
+                          on_hit=self.budget.record_hit)
+
+    def with_budget(self, budget: Budget | None = None) -> Client:
+        """A client sharing this one's provider, cache, rate limits and connections, with its own
+        ``budget`` (a fresh, unlimited one by default) nested inside this client's: a query must
+        fit both, and is counted in both. Methods use it to keep the search budget apart from
+        dev and eval scoring."""
+        other = object.__new__(Client)
+        other.__dict__.update(self.__dict__)
+        other.budget = budget if budget is not None else Budget()
+        other.budget.price = self.profile.price(self.model)
+        other._budgeted = BudgetLayer(self._budgeted, other.budget)
+        other._stack = other._build_stack()
+        return other
+
+    def with_cache_mode(self, mode: str) -> Client:
+        """A client like this one (same budget) with another cache mode."""
+        check(mode in CACHE_MODES, "cache_mode", f"one of {CACHE_MODES}", mode)
+        other = object.__new__(Client)
+        other.__dict__.update(self.__dict__)
+        other.cache_mode = mode
+        if other.store is None and mode != "off":
+            raise ConfigError(f"cache_mode must be 'off' for a client without a cache; got {mode!r}")
+        other._stack = other._build_stack()
+        return other
+
+    @classmethod
+    def local(cls, server: Any = None, **kw: Any) -> Client:
+        """A client for bbox-lfm's own local server (a ``LocalServer`` or its base URL)."""
+        base_url = getattr(server, "base_url", server)
+        kw.setdefault("provider", "bbox-lfm")
+        return cls(base_url, **kw)
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def send(self, query: Query) -> Response:
+        """Send one query through the whole stack (the client's model fills in a missing one)."""
+        if query.model is None:
+            if not self.model:
+                raise ConfigError("model must be given in the query or to the Client; got None")
+            query = query.with_model(self.model)
+        return self._stack.send(query)
+
+    def send_many(self, queries: Sequence[Query], *, max_concurrency: int | None = None) -> list[Response]:
+        """Send ``queries`` concurrently on a thread pool; answers come back in the same order.
+
+        If any query fails, the others still finish (their answers are cached) and the first
+        failure in query order is raised.
+        """
+        queries = list(queries)
+        workers = min(max_concurrency or self.max_concurrency, len(queries))
+        if workers <= 1:
+            return [self.send(q) for q in queries]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bbox-lfm") as pool:
+            futures = [pool.submit(self.send, q) for q in queries]
+            errors = [f.exception() for f in futures]
+        for exc in errors:
+            if exc is not None:
+                raise exc
+        return [f.result() for f in futures]
+
+    def score(self, prompts: Sequence[str], label_words: Sequence[str], *,
+              extra: Mapping[str, Any] | None = None, strategy: str = "auto", endpoint: str = "completions",
+              top_k: int | None = None, max_concurrency: int | None = None) -> Scores:
+        """Log-probabilities of each label word right after each prompt (see :mod:`bbox_lfm.scoring`)."""
+        from .scoring import score
+
+        return score(self, prompts, label_words, extra=extra, strategy=strategy, endpoint=endpoint,
+                     top_k=top_k, max_concurrency=max_concurrency)
+
+    def generate(self, prompts: Sequence[str], *, max_tokens: int = 64, temperature: float = 0.0,
+                 endpoint: str = "completions", sample_id: int | None = None, **kw: Any) -> list[str]:
+        """Generated text for each prompt (chat prompts become one user message each)."""
+        if endpoint == "chat":
+            qs = [Query(endpoint="chat", messages=({"role": "user", "content": p},), max_tokens=max_tokens,
+                        temperature=temperature, sample_id=sample_id, **kw) for p in prompts]
+            return [r.text for r in self.send_many(qs)]
+        batch = max(1, self.capabilities.max_batch)
+        qs = [Query(prompt=tuple(prompts[i:i + batch]), max_tokens=max_tokens, temperature=temperature,
+                    sample_id=sample_id, **kw) for i in range(0, len(prompts), batch)]
+        return [c.text for r in self.send_many(qs) for c in r.choices]
+
+    # -- provider facts -----------------------------------------------------------------------
+
+    def models(self) -> list[dict[str, Any]]:
+        """The provider's model list (with bbox-lfm metadata where the server gives it)."""
+        lister = getattr(self.adapter, "models", None)
+        return list(lister()) if lister else []
+
+    def model_info(self) -> dict[str, Any]:
+        """Metadata of this client's model from ``GET /models`` (hidden size, layers, embedding
+        std, capabilities...); empty when the provider publishes none. Fetched once."""
+        with self._info_lock:
+            if self._model_info is None:
+                info: dict[str, Any] = {}
+                for m in self.models():
+                    if m.get("id") == self.model or (self.model is None and not info):
+                        info = dict(m.get("metadata") or {})
+                self._model_info = info
+            return self._model_info
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the provider can do, from its profile."""
+        return self.profile.capabilities
+
+    def require(self, *capabilities: str, needed_by: str = "", min_top_logprobs: int = 0) -> None:
+        """Raise :class:`CapabilityError` unless the provider has every named capability."""
+        caps = self.capabilities
+        for name in capabilities:
+            if not caps.has(name):
+                raise CapabilityError(name, self.profile.name, needed_by=needed_by,
+                                      hint="bbox-lfm's local server (provider 'bbox-lfm', `bbox-lfm serve`) has it")
+        if min_top_logprobs and caps.max_top_logprobs < min_top_logprobs:
+            raise CapabilityError(f"top_logprobs >= {min_top_logprobs}", self.profile.name, needed_by=needed_by,
+                                  hint=f"it returns at most {caps.max_top_logprobs}")
+
+    def budget_report(self) -> dict[str, Any]:
+        """Spent and limit per unit, cache hits and dollars saved."""
+        return self.budget.report()
+
+    def close(self) -> None:
+        """Release connections and the cache file."""
+        closer = getattr(self.adapter, "close", None)
+        if closer:
+            closer()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Client(base_url={self.base_url!r}, provider={self.profile.name!r}, model={self.model!r}, "
+                f"cache_mode={self.cache_mode!r})")

@@ -1,0 +1,1 @@
+"""Subcommands of ``bbox-lfm``: one module each, with ``register(subparsers)``."""

@@ -1,0 +1,63 @@
+"""Flags and helpers that several commands share: how to reach a provider."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from typing import Any, Iterator
+
+from ..budget import Budget
+from ..client import Client
+
+__all__ = ["add_client_args", "open_client", "print_json"]
+
+
+def add_client_args(p: argparse.ArgumentParser) -> None:
+    """--local / --base-url / --provider / --model / --api-key / cache flags."""
+    g = p.add_argument_group("provider")
+    g.add_argument("--local", action="store_true",
+                   help="start the embedded local server (SmolLM2-135M-Instruct) for this run")
+    g.add_argument("--local-model", default=None, help="model for --local (a local HF directory or GGUF file)")
+    g.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    g.add_argument("--provider", default=None, help="provider profile name or .toml path")
+    g.add_argument("--model", default=None, help="model name (default: the profile's)")
+    g.add_argument("--api-key", default=None, help="API key (better: the profile's key variable)")
+    g.add_argument("--cache-mode", default=None, choices=["off", "readwrite", "replay", "record"],
+                   help="cache mode (default readwrite)")
+    g.add_argument("--cache", default=None, help="cache file (default $BBOX_LFM_CACHE_DIR/cache.sqlite)")
+    g.add_argument("--max-concurrency", type=int, default=16, help="concurrent requests")
+
+
+@contextlib.contextmanager
+def open_client(args: argparse.Namespace, budget: Budget | None = None) -> Iterator[Client]:
+    """A client for the provider the flags name; with --local, a server is started and stopped."""
+    server: Any = None
+    try:
+        kw: dict[str, Any] = dict(api_key=args.api_key, model=args.model, provider=args.provider, budget=budget,
+                                  cache=args.cache, cache_mode=args.cache_mode, max_concurrency=args.max_concurrency)
+        if args.local:
+            if args.cache_mode == "replay":
+                # replay must work offline and without loading the model: only the URL matters
+                from ..serve import LOCAL_REPLAY_URL
+
+                client = Client.local(LOCAL_REPLAY_URL, **kw)
+            else:
+                from ..serve import start_local
+
+                server = start_local(args.local_model)
+                client = Client.local(server, **kw)
+        else:
+            client = Client(args.base_url, **kw)
+        with client:
+            yield client
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def print_json(obj: Any) -> None:
+    """Pretty JSON on stdout."""
+    json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")

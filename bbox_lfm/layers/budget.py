@@ -1,0 +1,28 @@
+"""Budget layer: reserve before sending, settle on the answer."""
+
+from __future__ import annotations
+
+from ..adapters.base import Sender
+from ..budget import Budget
+from ..types import Query, Response
+
+__all__ = ["BudgetLayer"]
+
+
+class BudgetLayer:
+    """Refuse (``BudgetExhausted``) any query that could exceed ``budget``; count what goes up."""
+
+    def __init__(self, inner: Sender, budget: Budget):
+        self.inner = inner
+        self.budget = budget
+
+    def send(self, query: Query) -> Response:
+        """Reserve, send, settle (or release when no answer came)."""
+        r = self.budget.reserve(query)
+        try:
+            response = self.inner.send(query)
+        except BaseException:
+            self.budget.release(r)
+            raise
+        self.budget.settle(r, response)
+        return response

@@ -1,0 +1,76 @@
+"""The contract every method keeps (scikit-learn's estimator shape).
+
+Hyperparameters go to the constructor (keyword-only, defaults = the paper's); data goes to
+``fit(client, task)``; learned state lives in attributes ending in ``_``. ``fit`` runs the
+search through ``client`` and must stop cleanly on ``BudgetExhausted``, keeping the best result
+so far. After ``fit``: ``best_prompt_`` (JSON-able), ``curve_`` (``[{calls, dev_accuracy}]``),
+``budget_spent_`` and ``eval_spent_`` (``Budget.summary()`` of the search and of dev scoring).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Sequence, TypeVar
+
+import numpy as np
+
+__all__ = ["Method", "register", "registry"]
+
+registry: dict[str, type[Method]] = {}
+M = TypeVar("M", bound="type[Method]")
+
+
+def register(cls: M) -> M:
+    """Class decorator: add a method to the registry under ``cls.name``."""
+    if cls.name in registry and registry[cls.name] is not cls:
+        raise ValueError(f"method name {cls.name!r} is registered twice")
+    registry[cls.name] = cls
+    return cls
+
+
+class Method:
+    """Base class: subclasses set ``name`` and ``needs`` and implement ``fit``/``predict``."""
+
+    name: ClassVar[str] = ""
+    #: capabilities the provider must have (checked before any query is sent)
+    needs: ClassVar[tuple[str, ...]] = ()
+
+    def fit(self, client: Any, task: Any) -> Method:
+        """Search through ``client`` on ``task``'s few-shot split."""
+        raise NotImplementedError
+
+    def predict(self, client: Any, examples: Sequence[Any]) -> np.ndarray:
+        """Predicted label index for each example."""
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor's arguments, as JSON."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        """The learned state as JSON (what :meth:`save` writes besides the config)."""
+        raise NotImplementedError
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> Path:
+        """Write config and learned state as JSON."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"method": self.name, "config": self.get_config(), "state": self.state()},
+                                   indent=2, sort_keys=True, default=float), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Method:
+        """Rebuild a fitted method from :meth:`save`'s file."""
+        from . import get
+
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        klass = get(data["method"]) if cls is Method else cls
+        obj = klass(**data["config"])
+        obj.set_state(data["state"])
+        return obj

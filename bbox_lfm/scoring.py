@@ -1,0 +1,136 @@
+"""Label-word scoring: log p(word | prompt) for every prompt and label word.
+
+The strategy follows the provider's capabilities (``strategy="auto"``):
+
+* ``exact`` -- the provider scores continuations itself (bbox-lfm's ``label_words``
+  extension): exact log-probabilities, multi-token words included, many prompts per request.
+* ``topk`` -- the provider only returns the top-k next tokens (legacy Completions ``logprobs``,
+  or Chat ``top_logprobs`` <= 20). A word is matched against the returned tokens after
+  stripping surrounding whitespace (``" great"`` and ``"great"`` both count; several matches are
+  summed in probability). Only a word's first token can be seen this way.
+
+  The documented floor: a word missing from the top k gets the lowest log-probability among
+  the returned tokens. That is an upper bound on its true value (it ranks below all of them),
+  so missing words are never scored as impossible, and the number of such misses is reported.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import CapabilityError, MalformedResponseError, check
+from .types import Query, Response
+
+if TYPE_CHECKING:
+    from .client import Client
+
+__all__ = ["STRATEGIES", "Scores", "score"]
+
+STRATEGIES = ("auto", "exact", "topk")
+
+
+@dataclass(frozen=True)
+class Scores:
+    """``logprobs[i, k]`` = log p(label_words[k] | prompts[i]); ``misses`` counts (prompt, word)
+    pairs filled with the top-k floor; ``responses`` are the raw answers (cache hits visible)."""
+
+    logprobs: np.ndarray
+    strategy: str
+    misses: int = 0
+    responses: tuple[Response, ...] = ()
+
+    def predictions(self) -> np.ndarray:
+        """Index of the most likely label word for each prompt."""
+        return np.asarray(self.logprobs.argmax(axis=1))
+
+    @property
+    def cache_hits(self) -> int:
+        """How many of the underlying requests were answered from the cache."""
+        return sum(r.cache_hit for r in self.responses)
+
+
+def _match(top: Mapping[str, float], word: str) -> float | None:
+    target = word.strip()
+    hits = [lp for tok, lp in top.items() if tok.strip() == target]
+    if not hits:
+        return None
+    m = max(hits)
+    return m + math.log(sum(math.exp(h - m) for h in hits))
+
+
+def _from_top(top: Mapping[str, float], words: Sequence[str]) -> tuple[list[float], int]:
+    if not top:
+        raise MalformedResponseError("the provider returned no top logprobs for the answer position")
+    floor = min(top.values())
+    row, misses = [], 0
+    for w in words:
+        v = _match(top, w)
+        if v is None:
+            misses += 1
+            v = floor
+        row.append(v)
+    return row, misses
+
+
+def score(client: Client, prompts: Sequence[str], label_words: Sequence[str], *,
+          extra: Mapping[str, Any] | None = None, strategy: str = "auto", endpoint: str = "completions",
+          top_k: int | None = None, max_concurrency: int | None = None) -> Scores:
+    """Score ``label_words`` after each of ``prompts`` through ``client`` (see module docstring).
+
+    ``extra`` goes into every request body (e.g. a ``soft_prompt``). Prompts are packed into as
+    few requests as the provider allows (``max_batch``) and the requests go out concurrently.
+    """
+    check(strategy in STRATEGIES, "strategy", f"one of {STRATEGIES}", strategy)
+    check(endpoint in ("completions", "chat"), "endpoint", "'completions' or 'chat'", endpoint)
+    check(len(label_words) >= 1, "label_words", "at least one word", list(label_words))
+    prompts = list(prompts)
+    caps = client.capabilities
+    if strategy == "auto":
+        strategy = "exact" if caps.label_words else "topk"
+    if strategy == "exact" and not caps.label_words:
+        raise CapabilityError("label_words", client.profile.name, needed_by="exact scoring",
+                              hint="use strategy='topk'")
+    if strategy == "topk" and not caps.logprobs:
+        raise CapabilityError("logprobs", client.profile.name, needed_by="label-word scoring")
+    if not prompts:
+        return Scores(np.zeros((0, len(label_words))), strategy)
+    extra = dict(extra or {})
+    k = min(top_k or caps.max_top_logprobs, caps.max_top_logprobs)
+
+    if endpoint == "chat":
+        queries = [Query(endpoint="chat", messages=({"role": "user", "content": p},), max_tokens=1,
+                         logprobs=1 if strategy == "topk" else None, top_logprobs=k if strategy == "topk" else None,
+                         extra={**extra, "label_words": list(label_words)} if strategy == "exact" else extra)
+                   for p in prompts]
+    else:
+        batch = max(1, caps.max_batch)
+        chunks = [tuple(prompts[i:i + batch]) for i in range(0, len(prompts), batch)]
+        if strategy == "exact":
+            queries = [Query(prompt=c, max_tokens=0, extra={**extra, "label_words": list(label_words)})
+                       for c in chunks]
+        else:
+            queries = [Query(prompt=c, max_tokens=1, logprobs=k, extra=extra) for c in chunks]
+    responses = client.send_many(queries, max_concurrency=max_concurrency)
+
+    rows: list[list[float]] = []
+    misses = 0
+    for resp in responses:
+        for choice in resp.choices:
+            if strategy == "exact":
+                lp = choice.extra.get("label_logprobs")
+                if lp is None or len(lp) != len(label_words):
+                    raise MalformedResponseError("the answer has no label_logprobs for every label word")
+                rows.append([float(v) for v in lp])
+            else:
+                if choice.logprobs is None or not choice.logprobs.top_logprobs:
+                    raise MalformedResponseError("the answer has no top logprobs; is logprobs supported?")
+                row, m = _from_top(choice.logprobs.top_logprobs[0], label_words)
+                rows.append(row)
+                misses += m
+    if len(rows) != len(prompts):
+        raise MalformedResponseError(f"expected {len(prompts)} scored prompts, got {len(rows)}")
+    return Scores(np.asarray(rows, dtype=np.float64), strategy, misses, tuple(responses))

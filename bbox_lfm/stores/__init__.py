@@ -1,0 +1,5 @@
+"""Cache stores: where answers are kept between runs."""
+
+from .memory import MemoryStore
+
+__all__ = ["MemoryStore"]

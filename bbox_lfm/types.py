@@ -1,0 +1,249 @@
+"""Typed, frozen values that travel along the query path.
+
+A :class:`Query` is everything that decides an answer (and nothing else: no credentials, no
+headers). A :class:`Response` is the provider's answer plus what the stack learned while
+getting it (``cache_hit``, ``latency_s``, ``attempts``, ``cost_usd``). Both convert to and from
+plain JSON, which is what the cache stores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, Mapping, Sequence
+
+from .errors import check
+
+__all__ = ["Capabilities", "Choice", "Query", "Response", "TokenLogprobs", "Usage"]
+
+Endpoint = Literal["completions", "chat"]
+
+
+def _frozen_map(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value or {}))
+
+
+def _thaw(value: Any) -> Any:
+    """Plain JSON-able copy of a value that may hold read-only mappings and tuples."""
+    if isinstance(value, Mapping):
+        return {str(k): _thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_thaw(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Query:
+    """One request to a provider.
+
+    ``prompt`` holds one or more prompts for the legacy Completions endpoint (one request, many
+    sequences); ``messages`` is a chat conversation. ``extra`` is sent as extra fields of the
+    request body (the ``openai`` client's ``extra_body``): engine-specific options such as the
+    local server's ``soft_prompt`` or ``label_words``. ``sample_id`` tells repeated sampling
+    queries apart, so that n samples are n cache entries rather than one.
+    """
+
+    endpoint: Endpoint = "completions"
+    model: str | None = None
+    prompt: tuple[str, ...] = ()
+    messages: tuple[Mapping[str, Any], ...] = ()
+    max_tokens: int = 16
+    temperature: float = 0.0
+    top_p: float | None = None
+    n: int = 1
+    stop: tuple[str, ...] | None = None
+    seed: int | None = None
+    logprobs: int | None = None
+    top_logprobs: int | None = None
+    echo: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    sample_id: int | None = None
+
+    def __post_init__(self) -> None:
+        check(self.endpoint in ("completions", "chat"), "endpoint", "'completions' or 'chat'", self.endpoint)
+        if isinstance(self.prompt, str):
+            object.__setattr__(self, "prompt", (self.prompt,))
+        else:
+            object.__setattr__(self, "prompt", tuple(self.prompt))
+        object.__setattr__(self, "messages", tuple(_frozen_map(m) for m in self.messages))
+        if self.stop is not None:
+            object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
+        object.__setattr__(self, "extra", _frozen_map(self.extra))
+        if self.endpoint == "completions":
+            check(len(self.prompt) > 0, "prompt", "at least one prompt for the completions endpoint", self.prompt)
+            check(all(isinstance(p, str) for p in self.prompt), "prompt", "strings", self.prompt)
+        else:
+            check(len(self.messages) > 0, "messages", "a non-empty conversation for the chat endpoint", self.messages)
+        check(self.max_tokens >= 0, "max_tokens", ">= 0", self.max_tokens)
+        check(self.n >= 1, "n", ">= 1", self.n)
+        check(self.temperature >= 0, "temperature", ">= 0", self.temperature)
+        check(self.logprobs is None or self.logprobs >= 0, "logprobs", "None or >= 0", self.logprobs)
+        check(self.top_logprobs is None or self.top_logprobs >= 0, "top_logprobs", "None or >= 0", self.top_logprobs)
+
+    @property
+    def sequences(self) -> int:
+        """Sequences this query asks the model for (prompts x n)."""
+        return (len(self.prompt) if self.endpoint == "completions" else 1) * self.n
+
+    @property
+    def sampling(self) -> bool:
+        """True when the answer is random (temperature above zero)."""
+        return self.temperature > 0 and (self.max_tokens > 0)
+
+    def with_model(self, model: str) -> Query:
+        """This query with ``model`` filled in."""
+        return dataclasses.replace(self, model=model)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON form; the cache hashes its canonical encoding."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            out[f.name] = _thaw(getattr(self, f.name))
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Query:
+        """Inverse of :meth:`to_json`."""
+        kw = dict(data)
+        for name in ("prompt", "messages"):
+            kw[name] = tuple(kw.get(name) or ())
+        if kw.get("stop") is not None:
+            kw["stop"] = tuple(kw["stop"])
+        return cls(**kw)
+
+    def describe(self) -> str:
+        """A short, secret-free description for error messages."""
+        if self.endpoint == "completions":
+            first = self.prompt[0]
+            head = first[:60] + ("..." if len(first) > 60 else "")
+            return (f"completions query for model {self.model!r} with {len(self.prompt)} prompt(s), "
+                    f"first {head!r}, extra fields {sorted(self.extra)}")
+        return f"chat query for model {self.model!r} with {len(self.messages)} message(s), extra fields {sorted(self.extra)}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Usage:
+    """Token counts as the provider reported them."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.total_tokens:
+            object.__setattr__(self, "total_tokens", self.prompt_tokens + self.completion_tokens)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenLogprobs:
+    """Per-token log-probabilities of one choice (generated tokens, plus the prompt's with echo).
+
+    ``top_logprobs[i]`` maps the most likely tokens at position i to their log-probabilities.
+    """
+
+    tokens: tuple[str, ...] = ()
+    token_logprobs: tuple[float | None, ...] = ()
+    top_logprobs: tuple[Mapping[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tokens", tuple(self.tokens))
+        object.__setattr__(self, "token_logprobs", tuple(self.token_logprobs))
+        object.__setattr__(self, "top_logprobs", tuple(_frozen_map(t) for t in self.top_logprobs))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Choice:
+    """One answer sequence. ``extra`` holds engine-specific fields (e.g. ``label_logprobs``)."""
+
+    index: int = 0
+    text: str = ""
+    finish_reason: str | None = None
+    logprobs: TokenLogprobs | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extra", _frozen_map(self.extra))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Response:
+    """A provider's answer to one :class:`Query`."""
+
+    choices: tuple[Choice, ...]
+    model: str = ""
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    cache_hit: bool = False
+    latency_s: float = 0.0
+    attempts: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "choices", tuple(self.choices))
+
+    @property
+    def text(self) -> str:
+        """Text of the first choice."""
+        return self.choices[0].text if self.choices else ""
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON form (what the cache stores)."""
+        return {
+            "choices": [{"index": c.index, "text": c.text, "finish_reason": c.finish_reason,
+                         "logprobs": None if c.logprobs is None else {
+                             "tokens": list(c.logprobs.tokens), "token_logprobs": list(c.logprobs.token_logprobs),
+                             "top_logprobs": [dict(t) for t in c.logprobs.top_logprobs]},
+                         "extra": _thaw(c.extra)} for c in self.choices],
+            "model": self.model,
+            "usage": {"prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens,
+                      "total_tokens": self.usage.total_tokens},
+            "cost_usd": self.cost_usd, "cache_hit": self.cache_hit, "latency_s": self.latency_s,
+            "attempts": self.attempts,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Response:
+        """Inverse of :meth:`to_json`."""
+        choices = []
+        for c in data.get("choices", ()):
+            lp = c.get("logprobs")
+            choices.append(Choice(
+                index=c.get("index", 0), text=c.get("text", ""), finish_reason=c.get("finish_reason"),
+                logprobs=TokenLogprobs(**lp) if lp is not None else None, extra=c.get("extra") or {},
+            ))
+        return cls(
+            choices=tuple(choices), model=data.get("model", ""), usage=Usage(**(data.get("usage") or {})),
+            cost_usd=float(data.get("cost_usd", 0.0)), cache_hit=bool(data.get("cache_hit", False)),
+            latency_s=float(data.get("latency_s", 0.0)), attempts=int(data.get("attempts", 1)),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capabilities:
+    """What a provider can do; methods check these before sending anything."""
+
+    completions: bool = True
+    chat: bool = True
+    logprobs: bool = True
+    max_top_logprobs: int = 5
+    echo: bool = False
+    max_batch: int = 1
+    soft_prompt: bool = False
+    deep_prompt: bool = False
+    label_words: bool = False
+    hidden_stats: bool = False
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Capabilities:
+        """Build from a profile table or server metadata, ignoring unknown keys."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def has(self, name: str) -> bool:
+        """True when the capability ``name`` is present (truthy)."""
+        return bool(getattr(self, name, False))
+
+
+def as_prompts(prompts: str | Sequence[str]) -> tuple[str, ...]:
+    """A tuple of prompts from one prompt or a sequence."""
+    return (prompts,) if isinstance(prompts, str) else tuple(prompts)
