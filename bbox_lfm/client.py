@@ -57,6 +57,8 @@ class Client:
       cache_mode: ``off``, ``readwrite``, ``replay`` or ``record``.
       max_concurrency: threads for :meth:`send_many` and :meth:`score`.
       adapter: a sender to use instead of the HTTP adapter (a ``MockAdapter`` in tests).
+      cache_namespace: what identifies the provider in cache keys (default: the base URL). A
+        local server on a random port gets a stable namespace, so its answers replay.
       sleep, clock: injected into retry and rate limiting for deterministic tests.
     """
 
@@ -64,6 +66,7 @@ class Client:
                  provider: str | ProviderProfile | None = None, budget: Budget | None = None,
                  cache: Any = None, cache_mode: str | None = None, max_concurrency: int = 16,
                  timeout: float = 120.0, max_attempts: int = 6, adapter: Sender | None = None,
+                 cache_namespace: str | None = None,
                  requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
         cache_mode = cache_mode or os.environ.get("BBOX_LFM_CACHE_MODE", "readwrite")
@@ -73,6 +76,7 @@ class Client:
         self.profile = self._resolve_profile(provider, base_url)
         self.base_url = (base_url or self.profile.base_url).rstrip("/")
         self.model = model or self.profile.default_model or None
+        self.cache_namespace = cache_namespace or self.base_url
         self.max_concurrency = max_concurrency
         self.cache_mode = cache_mode
         self.budget = budget if budget is not None else Budget()
@@ -130,7 +134,7 @@ class Client:
     def _build_stack(self) -> Sender:
         if self.store is None:
             return self._budgeted
-        return CacheLayer(self._budgeted, self.store, mode=self.cache_mode, base_url=self.base_url,
+        return CacheLayer(self._budgeted, self.store, mode=self.cache_mode, base_url=self.cache_namespace,
                           on_hit=self.budget.record_hit)
 
     def with_budget(self, budget: Budget | None = None) -> Client:
@@ -158,10 +162,17 @@ class Client:
         return other
 
     @classmethod
-    def local(cls, server: Any = None, **kw: Any) -> Client:
-        """A client for bbox-lfm's own local server (a ``LocalServer`` or its base URL)."""
+    def local(cls, server: Any = None, *, model_id: str | None = None, **kw: Any) -> Client:
+        """A client for bbox-lfm's own local server (a ``LocalServer`` or its base URL).
+
+        Cache keys use ``bbox-lfm-local:<model id>`` rather than the URL, so answers recorded
+        against one port replay against another (or offline, with no server at all).
+        """
         base_url = getattr(server, "base_url", server)
+        model_id = model_id or getattr(server, "model_id", None) or load_profile("bbox-lfm").default_model
         kw.setdefault("provider", "bbox-lfm")
+        kw.setdefault("model", model_id)
+        kw.setdefault("cache_namespace", f"bbox-lfm-local:{model_id}")
         return cls(base_url, **kw)
 
     # -- sending ------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ from typing import Any, Iterator
 from ..budget import Budget
 from ..client import Client
 
-__all__ = ["add_client_args", "open_client", "print_json"]
+__all__ = ["LOCAL_REPLAY_URL", "add_client_args", "open_client", "print_json"]
+
+LOCAL_REPLAY_URL = "http://127.0.0.1:9/v1"  # the discard port: a query that slipped through fails at once
 
 
 def add_client_args(p: argparse.ArgumentParser) -> None:
@@ -35,13 +37,14 @@ def open_client(args: argparse.Namespace, budget: Budget | None = None) -> Itera
     """A client for the provider the flags name; with --local, a server is started and stopped."""
     server: Any = None
     try:
-        kw: dict[str, Any] = dict(api_key=args.api_key, model=args.model, provider=args.provider, budget=budget,
+        kw: dict[str, Any] = dict(api_key=args.api_key, provider=args.provider, budget=budget,
                                   cache=args.cache, cache_mode=args.cache_mode, max_concurrency=args.max_concurrency)
+        if args.model:
+            kw["model"] = args.model
         if args.local:
             if args.cache_mode == "replay":
-                # replay must work offline and without loading the model: only the URL matters
-                from ..serve import LOCAL_REPLAY_URL
-
+                # replay works offline without loading the model: cache keys name the model, not
+                # the port, and nothing is sent, so the URL is never reached
                 client = Client.local(LOCAL_REPLAY_URL, **kw)
             else:
                 from ..serve import start_local
