@@ -3,16 +3,20 @@
 Modes: ``off`` (pass through), ``readwrite`` (answer from the store when possible, store every
 new answer), ``replay`` (answer only from the store; a miss raises ``CacheMiss`` and nothing is
 sent), ``record`` (always send, overwrite the stored answer).
+
+A hit keeps the original usage and cost and is marked ``cache_hit=True``. Sampling queries
+without a ``sample_id`` are numbered per identical query, as :mod:`bbox_lfm.cachekey` explains,
+so n repeats are n entries and a rerun replays them in the same order.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import threading
 import time
 from typing import Any, Callable
 
 from ..adapters.base import Sender
-from ..cachekey import cache_key
+from ..cachekey import cache_key, occurrence_query
 from ..errors import CacheMiss, check
 from ..types import Query, Response
 
@@ -32,25 +36,46 @@ class CacheLayer:
         self.mode = mode
         self.base_url = base_url
         self.on_hit = on_hit
+        self._note_hit = getattr(store, "note_hit", None)
+        self._note_miss = getattr(store, "note_miss", None)
+        self._occurrences: dict[str, int] = {}
+        self._occ_lock = threading.Lock()
+
+    def _numbered(self, query: Query) -> Query:
+        """An unlabelled sampling query as the sample it is: its k-th repeat gets ``sample_id=k``."""
+        base = cache_key(query, self.base_url)
+        with self._occ_lock:
+            k = self._occurrences.get(base, 0)
+            self._occurrences[base] = k + 1
+        return occurrence_query(query, k)
 
     def send(self, query: Query) -> Response:
         """Look up, else send and store."""
         if self.mode == "off":
             return self.inner.send(query)
+        if query.sample_id is None and query.sampling:
+            query = self._numbered(query)
         key = cache_key(query, self.base_url)
         if self.mode != "record":
             entry = self.store.get(key)
             if entry is not None:
-                hit = dataclasses.replace(Response.from_json(entry["response"]), cache_hit=True)
+                # one construction: the stored JSON with the hit flag set
+                hit = Response.from_json({**entry["response"], "cache_hit": True})
+                if self._note_hit is not None:
+                    self._note_hit(key)
                 if self.on_hit is not None:
                     self.on_hit(hit)
                 return hit
+            if self._note_miss is not None:
+                self._note_miss()
             if self.mode == "replay":
-                raise CacheMiss(key, query.describe())
+                describe = getattr(self.store, "describe_miss", None)
+                where = f"; {describe()}" if describe is not None else ""
+                raise CacheMiss(key, query.describe() + where)
         response = self.inner.send(query)
         self.store.put(key, {
             "query": query.to_json(), "response": response.to_json(), "base_url": self.base_url,
             "created_at": time.time(), "latency_s": response.latency_s,
-            "usage": dataclasses.asdict(response.usage), "cost_usd": response.cost_usd,
+            "usage": response.to_json()["usage"], "cost_usd": response.cost_usd,
         })
         return response

@@ -1,9 +1,11 @@
-"""An in-process store (tests, benchmarks)."""
+"""An in-process store (tests, benchmarks, and the base of cassettes)."""
 
 from __future__ import annotations
 
 import threading
 from typing import Any, Iterator, Mapping
+
+from .filters import EntryFilter
 
 __all__ = ["MemoryStore"]
 
@@ -13,6 +15,8 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._data: dict[str, dict[str, Any]] = {}
+        self._hits: dict[str, int] = {}
+        self._misses = 0
         self._lock = threading.Lock()
 
     def get(self, key: str) -> dict[str, Any] | None:
@@ -26,9 +30,42 @@ class MemoryStore:
 
     def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Every entry, in key order."""
+        return self.select(EntryFilter())
+
+    def select(self, where: EntryFilter) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Entries that pass ``where``, in key order."""
         with self._lock:
             snapshot = sorted(self._data.items())
-        return iter(snapshot)
+        return iter([(k, e) for k, e in snapshot if where.matches(k, e)])
+
+    def delete(self, where: EntryFilter) -> int:
+        """Delete the entries that pass ``where``; return how many."""
+        with self._lock:
+            gone = [k for k, e in self._data.items() if where.matches(k, e)]
+            for k in gone:
+                del self._data[k]
+                self._hits.pop(k, None)
+        return len(gone)
+
+    def note_hit(self, key: str) -> None:
+        """Count a hit on ``key``."""
+        with self._lock:
+            self._hits[key] = self._hits.get(key, 0) + 1
+
+    def note_miss(self) -> None:
+        """Count a lookup that found nothing."""
+        with self._lock:
+            self._misses += 1
+
+    def stats(self) -> dict[str, Any]:
+        """Entries, hits, misses, hit rate and dollars saved (see ``SQLiteStore.stats``)."""
+        with self._lock:
+            hits = sum(self._hits.values())
+            saved = sum(n * float(self._data[k].get("cost_usd") or 0.0) for k, n in self._hits.items()
+                        if k in self._data)
+            lookups = hits + self._misses
+            return {"entries": len(self._data), "hits": hits, "misses": self._misses,
+                    "hit_rate": hits / lookups if lookups else None, "saved_usd": round(saved, 8)}
 
     def __len__(self) -> int:
         return len(self._data)
