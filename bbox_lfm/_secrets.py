@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import traceback
 from typing import Iterable
 
-__all__ = ["redact"]
+__all__ = ["install_log_redaction", "redact"]
 
 # Key-shaped strings that providers echo back (OpenAI's 401 quotes a masked key).
 _PATTERNS = (
@@ -24,3 +26,34 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     for pat in _PATTERNS[1:]:
         text = pat.sub(lambda m: m.group(1) + "***", text)
     return text
+
+
+class _RedactFilter(logging.Filter):
+    """Rewrites log records so that no secret survives in the message or the traceback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage(), self.secrets)
+        record.args = None
+        if record.exc_info:
+            record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)), self.secrets)
+            record.exc_info = None
+        return True
+
+
+_FILTER = _RedactFilter()
+# the loggers of the HTTP stack underneath the adapter (filters apply where a record is made)
+_LOGGERS = ("openai", "openai._base_client", "httpx", "httpcore.connection", "httpcore.http11")
+
+
+def install_log_redaction(secret: str | None) -> None:
+    """Redact ``secret`` (and key-shaped strings) from everything the HTTP stack logs."""
+    if secret:
+        _FILTER.secrets.add(secret)
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)

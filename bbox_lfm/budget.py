@@ -50,6 +50,7 @@ class Reservation:
 
     tokens: int
     cost_usd: float
+    sequences: int
 
 
 class Budget:
@@ -89,7 +90,7 @@ class Budget:
             self._spent["sequences"] += need["sequences"]
             self._reserved["tokens"] += need["tokens"]
             self._reserved["cost_usd"] += need["cost_usd"]
-        return Reservation(tokens=tokens, cost_usd=need["cost_usd"])
+        return Reservation(tokens=tokens, cost_usd=need["cost_usd"], sequences=query.sequences)
 
     def settle(self, r: Reservation, response: Response) -> None:
         """Replace the reservation's bounds by what the answer actually used."""
@@ -99,14 +100,18 @@ class Budget:
             self._spent["tokens"] += response.usage.total_tokens
             self._spent["cost_usd"] += response.cost_usd
 
-    def release(self, r: Reservation) -> None:
+    def release(self, r: Reservation, *, sent: bool = True) -> None:
         """Give back the token and dollar bounds of a query that got no answer.
 
-        The call and its sequences stay spent: they went upstream.
+        The call and its sequences stay spent when the query went upstream (``sent``); a query
+        refused further down (by an enclosing budget) is refunded in full.
         """
         with self._lock:
             self._reserved["tokens"] -= r.tokens
             self._reserved["cost_usd"] -= r.cost_usd
+            if not sent:
+                self._spent["calls"] -= 1
+                self._spent["sequences"] -= r.sequences
 
     def record_hit(self, response: Response) -> None:
         """Count a cache hit and the money it saved."""

@@ -13,7 +13,7 @@ import json
 import time
 from typing import Any
 
-from .._secrets import redact
+from .._secrets import install_log_redaction, redact
 from ..errors import (
     APIConnectionError,
     APIStatusError,
@@ -72,6 +72,7 @@ class OpenAICompatAdapter:
         self.base_url = base_url.rstrip("/")
         self.profile = profile
         self._api_key = api_key
+        install_log_redaction(api_key)
         self._client = openai.OpenAI(base_url=self.base_url, api_key=api_key, max_retries=0,
                                      timeout=timeout, http_client=http_client)
 

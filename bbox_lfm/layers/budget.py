@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..adapters.base import Sender
 from ..budget import Budget
+from ..errors import BudgetExhausted
 from ..types import Query, Response
 
 __all__ = ["BudgetLayer"]
@@ -21,6 +22,9 @@ class BudgetLayer:
         r = self.budget.reserve(query)
         try:
             response = self.inner.send(query)
+        except BudgetExhausted:
+            self.budget.release(r, sent=False)  # an enclosing budget refused it: nothing went up
+            raise
         except BaseException:
             self.budget.release(r)
             raise
