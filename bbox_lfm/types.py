@@ -24,8 +24,18 @@ def _frozen_map(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _thaw(value: Any) -> Any:
     """Plain JSON-able copy of a value that may hold read-only mappings and tuples."""
+    t = type(value)
+    if t in _SCALARS:  # the common case first: ABC isinstance checks are slow on the hot path
+        return value
+    if t is dict or t is MappingProxyType:
+        return {str(k): _thaw(v) for k, v in value.items()}
+    if t is list or t is tuple:
+        return [_thaw(v) for v in value]
     if isinstance(value, Mapping):
         return {str(k): _thaw(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -96,11 +106,13 @@ class Query:
         return dataclasses.replace(self, model=model)
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON form; the cache hashes its canonical encoding."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            out[f.name] = _thaw(getattr(self, f.name))
-        return out
+        """Plain JSON form; the cache hashes its canonical encoding. Computed once per query
+        (the cache needs it twice); treat the returned dict as read-only."""
+        cached = self.__dict__.get("_json")
+        if cached is None:
+            cached = {name: _thaw(getattr(self, name)) for name in _QUERY_FIELDS}
+            object.__setattr__(self, "_json", cached)
+        return cached
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Query:
@@ -120,6 +132,9 @@ class Query:
             return (f"completions query for model {self.model!r} with {len(self.prompt)} prompt(s), "
                     f"first {head!r}, extra fields {sorted(self.extra)}")
         return f"chat query for model {self.model!r} with {len(self.messages)} message(s), extra fields {sorted(self.extra)}"
+
+
+_QUERY_FIELDS = tuple(f.name for f in dataclasses.fields(Query))
 
 
 @dataclass(frozen=True, kw_only=True)
