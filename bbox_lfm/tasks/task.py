@@ -110,7 +110,7 @@ class Task:
     shot: int = 16
     single_token: bool = True
     soft_prompt_placeholder: str | None = None
-    source: str = ""
+    source: str = field(default="", compare=False)
     loaders: dict[str, Callable[[], list[Example]]] = field(default_factory=dict, repr=False, compare=False)
     kshot_loader: Callable[[int, int], FewShot | None] | None = field(default=None, repr=False, compare=False)
     _cache: dict[str, list[Example]] = field(default_factory=dict, repr=False, compare=False)

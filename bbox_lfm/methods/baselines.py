@@ -1,0 +1,190 @@
+"""Baselines every method must beat: zero-shot, in-context learning, best-of-N templates.
+
+All three score label words after a text prompt, so they run against any provider with
+label-word scoring or top-k logprobs. None of them trains anything:
+
+* ``zero-shot`` -- one manual template and its label words (the task's default unless given).
+* ``icl`` -- in-context learning (Brown et al., 2020): k demonstrations per class drawn from
+  the few-shot train split, in a seeded order, each written as the filled template followed by
+  its label word, placed before the query.
+* ``best-of-n`` -- N manual templates (the task's ``templates`` unless given), each scored on
+  the few-shot dev split; the best by the task's metric is kept (ties: the earlier one).
+  Scoring one candidate on the dev set counts as one call in ``curve_``, the way BBT counts one
+  forward pass over its batch as one call; ``budget_spent_`` has the requests actually sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from ..budget import Budget
+from ..errors import check
+from ..tasks import Example, Task, fill, macro_f1, score_prompts
+from ..tasks.task import validate_template
+from .base import Method, register
+
+__all__ = ["BestOfN", "ICL", "ZeroShot"]
+
+
+class _TextPromptBaseline(Method):
+    """Shared scoring: ``prefix_ + fill(template_, example, prompt)``, label words ``label_words_``."""
+
+    needs: ClassVar[tuple[str, ...]] = ("logprobs",)
+
+    template_: str
+    label_words_: tuple[str, ...]
+    prefix_: str = ""
+    prompt: str = ""
+
+    def _prompts(self, examples: Sequence[Example]) -> list[str]:
+        return [self.prefix_ + fill(self.template_, ex, self.prompt) for ex in examples]
+
+    def predict(self, client: Any, examples: Sequence[Example]) -> np.ndarray:
+        """Index of the highest-scoring label word after each example's prompt."""
+        logprobs, _ = score_prompts(client, self._prompts(examples), self.label_words_, progress=False)
+        return np.asarray(logprobs.argmax(axis=1)) if len(logprobs) else np.zeros(0, dtype=np.int64)
+
+    def _set_prompt(self, template: str, label_words: Sequence[str], task: Task) -> None:
+        validate_template(template, pair=task.pair)
+        check(len(label_words) == len(task.labels), "label_words",
+              f"one word per label ({len(task.labels)}: {list(task.labels)})", list(label_words))
+        self.template_ = template
+        self.label_words_ = tuple(label_words)
+
+    def _no_search(self) -> None:
+        self.budget_spent_ = Budget().summary()
+        self.curve_: list[dict[str, Any]] = []
+
+    @property
+    def best_prompt_(self) -> dict[str, Any]:
+        """The prompt as JSON: template, label words, and the ICL prefix or discrete prompt."""
+        out: dict[str, Any] = {"template": self.template_, "label_words": list(self.label_words_)}
+        if self.prefix_:
+            out["prefix"] = self.prefix_
+        if self.prompt:
+            out["prompt"] = self.prompt
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """The chosen prompt."""
+        return self.best_prompt_
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`."""
+        self.template_ = state["template"]
+        self.label_words_ = tuple(state["label_words"])
+        self.prefix_ = state.get("prefix", "")
+
+
+@register
+class ZeroShot(_TextPromptBaseline):
+    """Zero-shot: ``template`` and ``label_words`` (default: the task's), with an optional
+    discrete ``prompt`` filling the template's ``{prompt}`` slot (or prepended)."""
+
+    name = "zero-shot"
+
+    def __init__(self, *, template: str | None = None, label_words: Sequence[str] | None = None, prompt: str = ""):
+        check(template is None or isinstance(template, str), "template", "None or a string", template)
+        check(isinstance(prompt, str), "prompt", "a string", prompt)
+        self.template = template
+        self.label_words = tuple(label_words) if label_words is not None else None
+        self.prompt = prompt
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments."""
+        return {"template": self.template, "label_words": None if self.label_words is None
+                else list(self.label_words), "prompt": self.prompt}
+
+    def fit(self, client: Any, task: Task) -> ZeroShot:
+        """Nothing to search: take the template and label words."""
+        self._set_prompt(self.template or task.template, self.label_words or task.label_words, task)
+        self._no_search()
+        return self
+
+
+@register
+class ICL(_TextPromptBaseline):
+    """In-context learning: ``k`` demonstrations per class from the few-shot train split of
+    ``seed`` (``shot`` per class, default the task's), shuffled with ``seed``, joined by
+    ``separator`` and placed before the query."""
+
+    name = "icl"
+
+    def __init__(self, *, k: int = 4, seed: int = 13, shot: int | None = None, template: str | None = None,
+                 label_words: Sequence[str] | None = None, separator: str = "\n\n"):
+        check(isinstance(k, int) and k >= 1, "k", "an integer >= 1", k)
+        check(isinstance(seed, int), "seed", "an integer", seed)
+        check(shot is None or (isinstance(shot, int) and shot >= k), "shot", f"None or an integer >= k ({k})", shot)
+        self.k = k
+        self.seed = seed
+        self.shot = shot
+        self.template = template
+        self.label_words = tuple(label_words) if label_words is not None else None
+        self.separator = separator
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments."""
+        return {"k": self.k, "seed": self.seed, "shot": self.shot, "template": self.template,
+                "label_words": None if self.label_words is None else list(self.label_words),
+                "separator": self.separator}
+
+    def fit(self, client: Any, task: Task) -> ICL:
+        """Draw the demonstrations (no query is sent)."""
+        self._set_prompt(self.template or task.template, self.label_words or task.label_words, task)
+        train = task.few_shot(seed=self.seed, k=self.shot).train
+        rng = np.random.default_rng(self.seed)
+        chosen: list[int] = []
+        for c in range(len(task.labels)):
+            idx = [i for i, ex in enumerate(train) if ex.label == c]
+            check(len(idx) >= self.k, "k", f"at most the {len(idx)} few-shot train examples of class {c}", self.k)
+            chosen.extend(int(i) for i in rng.choice(idx, size=self.k, replace=False))
+        demos = [train[i] for i in rng.permutation(chosen)]
+        # a demonstration is exactly what the model is asked to complete, with the answer filled in
+        self.prefix_ = "".join(fill(self.template_, d) + self.label_words_[d.label] + self.separator for d in demos)
+        self.demos_ = demos
+        self._no_search()
+        return self
+
+
+@register
+class BestOfN(_TextPromptBaseline):
+    """Best of N manual templates on the few-shot dev split of ``seed``. ``templates`` is a list
+    of ``{"template": ..., "label_words": [...]}`` (default: the task's ``templates``)."""
+
+    name = "best-of-n"
+
+    def __init__(self, *, templates: Sequence[dict[str, Any]] | None = None, seed: int = 13):
+        check(templates is None or len(templates) >= 1, "templates", "None or at least one template", templates)
+        check(isinstance(seed, int), "seed", "an integer", seed)
+        self.templates = [dict(t) for t in templates] if templates is not None else None
+        self.seed = seed
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments."""
+        return {"templates": self.templates, "seed": self.seed}
+
+    def fit(self, client: Any, task: Task) -> BestOfN:
+        """Score every candidate on the few-shot dev split and keep the best."""
+        candidates = [(t["template"], tuple(t["label_words"])) for t in self.templates] if self.templates \
+            else list(task.templates)
+        dev = task.few_shot(seed=self.seed).dev
+        search = client.with_budget(Budget())
+        labels = np.array([ex.label for ex in dev])
+        best, self.dev_scores_, self.curve_ = -1.0, [], []
+        for i, (template, words) in enumerate(candidates):
+            self._set_prompt(template, words, task)
+            logprobs, _ = score_prompts(search, self._prompts(dev), words, progress=False)
+            pred = logprobs.argmax(axis=1)
+            acc = float((pred == labels).mean())
+            value = acc if task.metric == "accuracy" else macro_f1(labels, pred, len(task.labels))
+            self.dev_scores_.append(value)
+            if value > best:
+                best, chosen = value, (template, words)
+                best_acc = acc
+            self.curve_.append({"calls": i + 1, "dev_accuracy": best_acc})
+        self._set_prompt(*chosen, task)
+        self.budget_spent_ = search.budget.summary()
+        return self
+
