@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import traceback
-from typing import Iterable
+from collections.abc import Iterable
 
 __all__ = ["install_log_redaction", "redact"]
 

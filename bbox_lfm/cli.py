@@ -13,7 +13,7 @@ import importlib
 import os
 import pkgutil
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import __version__
 from .errors import BBoxError

@@ -26,7 +26,8 @@ no message ever contains a credential.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = [
     "APIConnectionError",

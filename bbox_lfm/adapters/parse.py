@@ -6,7 +6,8 @@ real one. Fields the OpenAI schema does not name are kept in ``Choice.extra``.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..errors import MalformedResponseError
 from ..types import Choice, Response, TokenLogprobs, Usage

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import tenacity
 

@@ -12,7 +12,6 @@ from bbox_lfm.errors import BudgetExhausted, ConfigError
 from bbox_lfm.profiles import Price
 from bbox_lfm.types import Choice, Response
 
-
 PRICE = Price(prompt=2.5, completion=10.0)  # the openai profile's gpt-4o price
 
 
