@@ -185,10 +185,10 @@ class Task:
     def with_template(self, template: str, label_words: Sequence[str] | None = None) -> Task:
         """The same task and data with another template (and label words)."""
         words = tuple(label_words) if label_words is not None else self.label_words
+        placeholder = self.soft_prompt_placeholder
         return dataclasses.replace(self, template=template, label_words=words, templates=((template, words),),
-                                   soft_prompt_placeholder=None if self.soft_prompt_placeholder
-                                   not in template else self.soft_prompt_placeholder,
-                                   _cache=self._cache, _kshot=self._kshot, _lock=self._lock)
+                                   soft_prompt_placeholder=placeholder if placeholder and placeholder in template
+                                   else None, _cache=self._cache, _kshot=self._kshot, _lock=self._lock)
 
     def check_label_words(self, client: Any, label_words: Sequence[str] | None = None) -> bool | None:
         """Check that each label word is one token for ``client``'s model (see

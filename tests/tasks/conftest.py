@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 import pytest
@@ -16,6 +17,10 @@ def label_word_handler(rule: Callable[[str, list[str]], list[float]]) -> Callabl
     """A handler answering bbox-lfm's ``label_words`` extension with ``rule(prompt, words)``."""
 
     def handler(q: Query) -> dict[str, Any]:
+        if q.echo:  # a "tokenizer" where each word with its leading space is one token
+            return {"choices": [{"index": i, "text": "", "logprobs": {
+                "tokens": (toks := re.findall(r"\s*\S+", p)), "token_logprobs": [None] * len(toks),
+                "top_logprobs": [None] * len(toks)}} for i, p in enumerate(q.prompt)]}
         words = list(q.extra["label_words"])
         return {"choices": [{"index": i, "text": "", "finish_reason": "length", "label_logprobs": rule(p, words)}
                             for i, p in enumerate(q.prompt)],
