@@ -103,8 +103,12 @@ class Query:
         return self.temperature > 0 and (self.max_tokens > 0)
 
     def with_model(self, model: str) -> Query:
-        """This query with ``model`` filled in."""
-        return dataclasses.replace(self, model=model)
+        """This query with ``model`` filled in (a shallow copy: the fields were validated once)."""
+        other = object.__new__(Query)
+        fields = {k: v for k, v in self.__dict__.items() if k != "_json"}
+        fields["model"] = model
+        other.__dict__.update(fields)
+        return other
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON form; the cache hashes its canonical encoding. Computed once per query
@@ -196,6 +200,13 @@ class Response:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "choices", tuple(self.choices))
+
+    def replace(self, **changes: Any) -> Response:
+        """A copy with ``changes`` (cheaper than ``dataclasses.replace`` on the hot path)."""
+        other = object.__new__(Response)
+        other.__dict__.update(self.__dict__)
+        other.__dict__.update(changes)
+        return other
 
     @property
     def text(self) -> str:

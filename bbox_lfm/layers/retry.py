@@ -4,7 +4,6 @@ at once. The sleep and the random generator are injectable for tests."""
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -59,6 +58,6 @@ class RetryLayer:
             with attempt:
                 response = self.inner.send(query)
             if not attempt.retry_state.outcome or not attempt.retry_state.outcome.failed:
-                return dataclasses.replace(response, attempts=attempt.retry_state.attempt_number,
-                                           latency_s=time.perf_counter() - t0)
+                return response.replace(attempts=attempt.retry_state.attempt_number,
+                                        latency_s=time.perf_counter() - t0)
         raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
