@@ -1,0 +1,113 @@
+"""Baselines every method must beat: SmolLM2-135M-Instruct on the local server.
+
+Zero-shot with the task's first two manual templates, ICL (k = 4 demonstrations per class from
+the 16-shot train split) and best-of-N (the task's manual templates, chosen on the 16-shot dev
+split), on sst2, mr, agnews and rte, seeds 13, 21 and 42, through :func:`bbox_lfm.methods.harness.run`.
+
+    python benchmarks/baselines.py                       # the full eval splits (hours on 2 CPU cores)
+    python benchmarks/baselines.py --limit 500 --tasks sst2 rte --seeds 13
+
+Resumable: every answer goes to the SQLite cache ``benchmarks/.cache/baselines.sqlite``, so a
+rerun replays what was done and continues; the JSON (``benchmarks/results/baselines.json``) is
+rewritten after each run. ``--limit N`` scores a seeded subsample (seed 0, the same rows for
+every method and seed) of each eval split larger than N, and the JSON says so per run
+(``extra.eval_n``, ``extra.eval_limit``) and in its ``eval_rows`` table. The summary table is
+printed as Markdown for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from bbox_lfm import Client  # noqa: E402
+from bbox_lfm.commands.report import runs_table, summary_table  # noqa: E402
+from bbox_lfm.methods import get  # noqa: E402
+from bbox_lfm.methods.harness import run  # noqa: E402
+from bbox_lfm.results import write_result  # noqa: E402
+from bbox_lfm.tasks import load_task  # noqa: E402
+
+
+def configs(task: Any, seed: int) -> list[tuple[str, Any]]:
+    """(label, method) for every baseline of one task and seed."""
+    out = []
+    for i, (template, words) in enumerate(task.templates[:2]):
+        out.append((f"zero-shot (template {i + 1})", get("zero-shot")(template=template, label_words=words)))
+    out.append(("icl (k=4)", get("icl")(k=4, seed=seed)))
+    out.append((f"best-of-{len(task.templates)}", get("best-of-n")(seed=seed)))
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", nargs="+", default=["sst2", "mr", "agnews", "rte"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[13, 21, 42])
+    p.add_argument("--methods", nargs="+", default=None, help="labels to run (prefix match), default all")
+    p.add_argument("--limit", type=int, default=None, help="seeded subsample of each eval split larger than N")
+    p.add_argument("--base-url", default=None, help="a running bbox-lfm server (default: start one)")
+    p.add_argument("--cache", default=str(HERE / ".cache" / "baselines.sqlite"))
+    p.add_argument("--out", default=str(HERE / "results" / "baselines.json"))
+    p.add_argument("--max-concurrency", type=int, default=8)
+    args = p.parse_args()
+
+    server = None
+    if args.base_url is None:
+        from bbox_lfm.serve import start_local
+
+        server = start_local()
+    out = Path(args.out)
+    previous = json.loads(out.read_text()) if out.is_file() else {}
+    runs: list[dict[str, Any]] = []
+    keep = [r for r in previous.get("runs", []) if r["task"] not in args.tasks or r["seed"] not in args.seeds]
+    t_start = time.perf_counter()
+    try:
+        Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
+        with Client.local(server or args.base_url, cache=args.cache, max_concurrency=args.max_concurrency) as client:
+            for name in args.tasks:
+                task = load_task(name)
+                for seed in args.seeds:
+                    for label, method in configs(task, seed):
+                        if args.methods and not any(label.startswith(m) for m in args.methods):
+                            continue
+                        t0 = time.perf_counter()
+                        result = run(method, client, task, seed=seed, eval_limit=args.limit, progress=sys.stderr.isatty())
+                        result.extra["label"] = label
+                        runs.append(result.to_json())
+                        print(f"{name} seed {seed} {label}: dev {result.dev['accuracy']:.3f} eval "
+                              f"{result.eval['accuracy']:.3f} (n={result.eval['n']}) sent "
+                              f"{result.eval_spent['calls']} eval requests, {time.perf_counter() - t0:.0f} s",
+                              flush=True)
+                        write_result(out, bundle(keep + runs, args, client, time.perf_counter() - t_start))
+    finally:
+        if server is not None:
+            server.stop()
+    all_runs = keep + runs
+    print("\n" + summary_table(all_runs))
+    print("\n" + runs_table(all_runs))
+    return 0
+
+
+def bundle(runs: list[dict[str, Any]], args: argparse.Namespace, client: Client, wall_s: float) -> dict[str, Any]:
+    """The results file: every run, how many eval rows each task used, and the summary table."""
+    rows: dict[str, set[int]] = {}
+    for r in runs:
+        rows.setdefault(r["task"], set()).add(int(r["eval"]["n"]))
+    return {"benchmark": "baselines", "model": client.model, "provider": client.profile.name,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU",
+            "eval_rows": {t: sorted(n) for t, n in rows.items()},
+            "eval_limit": args.limit, "note": "eval_rows below a task's full eval split mean a seeded subsample "
+            "(seed 0) was scored, not the full split", "wall_s_last_invocation": round(wall_s, 1),
+            "table_md": summary_table(runs), "runs": runs}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
