@@ -58,6 +58,7 @@ import numpy as np
 
 from ..budget import Budget
 from ..errors import BudgetExhausted, ConfigError, check
+from ..tasks.metrics import metrics_from_predictions
 from ..vocab import candidate_vocabulary, load_candidates
 from .base import Method, register
 
@@ -163,20 +164,6 @@ def label_loss(S: np.ndarray, y: np.ndarray, loss: str, margin: float) -> float:
     others = S.copy()
     others[rows, y] = -np.inf
     return float(np.mean(np.maximum(0.0, margin - (S[rows, y] - others.max(axis=1)))))
-
-
-def classification_metrics(pred: np.ndarray, y: np.ndarray, n_labels: int) -> dict[str, float]:
-    """Accuracy and F1 (of label 1 for two labels, macro-averaged over labels otherwise)."""
-    pred, y = np.asarray(pred), np.asarray(y)
-    acc = float(np.mean(pred == y)) if len(y) else 0.0
-
-    def f1(c: int) -> float:
-        tp = np.sum((pred == c) & (y == c))
-        denom = np.sum(pred == c) + np.sum(y == c)
-        return float(2 * tp / denom) if denom else 0.0
-
-    f = f1(1) if n_labels == 2 else float(np.mean([f1(c) for c in range(n_labels)]))
-    return {"accuracy": acc, "f1": f}
 
 
 @register
@@ -367,16 +354,16 @@ class BDPL(Method):
             return None
         sc = self._score(scorer, self._prompt(indices), dev)
         self.dev_misses_ += sc.misses
-        m = classification_metrics(sc.predictions(), np.array([ex.label for ex in dev]), n_labels)
-        self.curve_.append({"calls": calls, "dev_accuracy": m["accuracy"], "dev_f1": m["f1"],
+        m = metrics_from_predictions([ex.label for ex in dev], sc.predictions(), n_labels)
+        self.curve_.append({"calls": calls, "dev_accuracy": m.accuracy, "dev_f1": m.f1,
                             "loss_mean": self.history_[-1]["loss_mean"] if self.history_ else None})
-        return m["f1"] if getattr(self.task_, "metric", "accuracy") == "f1" else m["accuracy"]
+        return m.get(getattr(self.task_, "metric", "accuracy"))
 
     # -- using the result -------------------------------------------------------------------
 
     def predict(self, client: Any, examples: Sequence[Any]) -> np.ndarray:
         """Predicted label index for each example, with the best-dev prompt and this method's
-        scoring strategy and endpoint."""
+        scoring strategy and endpoint; ``predict_misses_`` adds up the floored label words."""
         if not hasattr(self, "best_prompt_"):
             raise ConfigError("predict must be called after fit (or load); got an unfitted BDPL")
         if not hasattr(self, "task_"):
@@ -386,7 +373,7 @@ class BDPL(Method):
         if not examples:
             return np.zeros(0, dtype=int)
         sc = self._score(client, self.best_prompt_, examples)
-        self.predict_misses_ = sc.misses
+        self.predict_misses_ = getattr(self, "predict_misses_", 0) + sc.misses
         return sc.predictions()
 
     def state(self) -> dict[str, Any]:
