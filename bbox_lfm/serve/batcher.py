@@ -1,0 +1,146 @@
+"""Dynamic batching: one worker thread owns the model and merges queued scoring work.
+
+Request threads call `Batcher.score` (rows whose log-probs they need) or `Batcher.call` (any
+other model work: generation, hidden statistics) and block until the worker has done it. The
+worker takes the oldest job; for scoring it then waits up to ``window_s`` for more scoring
+jobs, up to ``max_batch`` rows, sorts all their rows by length (less padding) and runs them in
+forward passes of at most ``max_batch`` rows. ``window_s=0`` turns merging across requests
+off: each request's rows are then run on their own.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+__all__ = ["Batcher"]
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+@dataclass
+class _ScoreJob(Generic[R]):
+    rows: list[Any]
+    future: Future[list[R]] = field(default_factory=Future)
+
+
+@dataclass
+class _CallJob:
+    fn: Callable[[], Any]
+    future: Future[Any] = field(default_factory=Future)
+
+
+_STOP = object()
+
+
+class Batcher(Generic[R]):
+    """Runs ``forward(rows) -> results`` (one result per row) on a single worker thread.
+
+    ``length(row)`` orders rows before they are cut into forward passes.
+    """
+
+    def __init__(
+        self,
+        forward: Callable[[list[Any]], list[R]],
+        *,
+        length: Callable[[Any], int],
+        window_s: float = 0.005,
+        max_batch: int = 64,
+    ) -> None:
+        self._forward = forward
+        self._length = length
+        self.window_s = window_s
+        self.max_batch = max_batch
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self.forward_calls = 0  # read by the benchmark and tests: forwards actually run
+        self._thread = threading.Thread(target=self._loop, name="bbox-lfm-batcher", daemon=True)
+        self._thread.start()
+
+    def score(self, rows: list[Any]) -> list[R]:
+        """Results for ``rows``, computed in a shared forward pass with other queued rows."""
+        if not rows:
+            return []
+        job: _ScoreJob[R] = _ScoreJob(rows)
+        self._queue.put(job)
+        return job.future.result()
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the worker thread, alone, and return its result."""
+        job = _CallJob(fn)
+        self._queue.put(job)
+        result: T = job.future.result()
+        return result
+
+    def close(self) -> None:
+        """Finish queued work and stop the worker."""
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        pending: Any = None
+        while True:
+            job = pending if pending is not None else self._queue.get()
+            pending = None
+            if job is _STOP:
+                return
+            if isinstance(job, _CallJob):
+                self._run_call(job)
+                continue
+            group = [job]
+            size = len(job.rows)
+            deadline = time.monotonic() + self.window_s
+            while self.window_s > 0 and size < self.max_batch:
+                remaining = deadline - time.monotonic()
+                try:
+                    # Past the deadline, still take what is already queued, without waiting.
+                    nxt = self._queue.get(timeout=remaining) if remaining > 0 else (
+                        self._queue.get_nowait()
+                    )
+                except queue.Empty:
+                    break
+                if not isinstance(nxt, _ScoreJob):
+                    pending = nxt
+                    break
+                group.append(nxt)
+                size += len(nxt.rows)
+            self._run_scores(group)
+
+    def _run_call(self, job: _CallJob) -> None:
+        if not job.future.set_running_or_notify_cancel():
+            return
+        try:
+            job.future.set_result(job.fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting request thread
+            job.future.set_exception(exc)
+
+    def _run_scores(self, group: list[_ScoreJob[R]]) -> None:
+        try:
+            results = self._forward_sorted([row for job in group for row in job.rows])
+        except BaseException as exc:  # noqa: BLE001 - retried per job below
+            if len(group) == 1:
+                group[0].future.set_exception(exc)
+                return
+            # Run each job alone so one bad job cannot fail the others it was merged with.
+            for job in group:
+                self._run_scores([job])
+            return
+        start = 0
+        for job in group:
+            job.future.set_result(results[start : start + len(job.rows)])
+            start += len(job.rows)
+
+    def _forward_sorted(self, rows: list[Any]) -> list[R]:
+        order = sorted(range(len(rows)), key=lambda i: self._length(rows[i]))
+        results: list[Any] = [None] * len(rows)
+        for start in range(0, len(order), self.max_batch):
+            chunk = order[start : start + self.max_batch]
+            self.forward_calls += 1
+            for index, result in zip(chunk, self._forward([rows[i] for i in chunk])):
+                results[index] = result
+        return results
