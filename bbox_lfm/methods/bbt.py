@@ -192,7 +192,11 @@ class _Search:
         self.last_eval = self.calls
         from ..tasks import evaluate
 
-        met = evaluate(self.scorer, self.task, self.dev, extra=self.m.prompt_extra(Z), progress=False)
+        try:
+            met = evaluate(self.scorer, self.task, self.dev, extra=self.m.prompt_extra(Z), progress=False)
+        except BudgetExhausted:  # an enclosing budget ran out: keep what was selected so far
+            self.stopped_by = "BudgetExhausted"
+            return
         self.curve.append({"calls": self.calls, "dev_accuracy": met.accuracy, "dev_f1": met.f1,
                            "train_loss": self.best_loss})
         value = met.f1 if getattr(self.task, "metric", "accuracy") == "f1" else met.accuracy

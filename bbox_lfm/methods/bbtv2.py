@@ -99,12 +99,13 @@ class BBTv2(BBT):
                          sigma=sigma, alpha=alpha, loss=loss, margin=margin, budget=budget, eval_every=eval_every,
                          optimizer=optimizer, init=init, seed=seed)
 
-    def projected_calls(self, task: Any = None, num_layers: int | None = None) -> int:
-        """Search calls :meth:`fit` will make for a model of ``num_layers`` layers (without it:
-        an upper bound, whole generations only)."""
-        if num_layers is None:
+    def projected_calls(self, task: Any = None, *, client: Any = None) -> int:
+        """Search calls :meth:`fit` will make on ``client``'s model (its layer count decides the
+        schedule); without a client, an upper bound (whole generations only)."""
+        if client is None:
             return (self.budget // self.popsize) * self.popsize
-        return len(layer_schedule(self.budget, self.popsize, num_layers)) * self.popsize
+        L = int(model_facts(client, "num_layers")["num_layers"])
+        return len(layer_schedule(self.budget, self.popsize, L)) * self.popsize
 
     # -- the search -------------------------------------------------------------------------
 
