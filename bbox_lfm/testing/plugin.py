@@ -12,9 +12,9 @@ its cassette ``tests/cassettes/{module}/{test}.jsonl``:
 
 While such a test runs, *every* :class:`~bbox_lfm.client.Client` it builds without an explicit
 cache uses the cassette (through ``BBOX_LFM_CACHE_DIR`` and ``BBOX_LFM_CACHE_MODE``, so child
-processes such as the ``bbox-lfm`` CLI do too). The provider comes from the marker's keyword
-arguments, else ``--bbox-base-url`` / ``--bbox-provider`` / ``--bbox-model`` /
-``--bbox-namespace``, else the ini options of the same names (``bbox_base_url``, ...). Override
+processes such as the ``bbox-lfm`` CLI do too). The provider comes from ``--bbox-base-url`` /
+``--bbox-provider`` / ``--bbox-model`` / ``--bbox-namespace``, else the marker's keyword
+arguments, else the ini options of the same names (``bbox_base_url``, ...). Override
 the ``bbox_client_kwargs`` fixture to pass anything else to the client (an adapter, a budget).
 See ``docs/cassettes.md``.
 """
@@ -99,7 +99,9 @@ def _cassette_for(request: pytest.FixtureRequest) -> Cassette:
     mode = mk.get("record_mode") or config.getoption("bbox_record_mode") or config.getini("bbox_record_mode")
     if mode not in RECORD_MODES:
         raise pytest.UsageError(f"bbox record mode must be one of {RECORD_MODES}; got {mode!r}")
-    settings = {name: mk.get(name) or config.getoption(f"bbox_{name}") or config.getini(f"bbox_{name}") or None
+    # the command line wins, so that a marked test can be recorded against any server; the
+    # marker's namespace keeps the cassette valid whatever URL it was recorded from
+    settings = {name: config.getoption(f"bbox_{name}") or mk.get(name) or config.getini(f"bbox_{name}") or None
                 for name in _SETTINGS}
     module = Path(str(request.node.path)).stem
     name = _safe(mk.get("name") or request.node.name)
