@@ -6,8 +6,8 @@ the cache anew in ``replay`` mode and answers every query from it, timing:
 
 - ``replay_hits_per_s``: ``Client.send`` on a hit (key, SQLite read, JSON parse, Response build,
   budget hit accounting), single thread;
-- ``dict_lookup_us``: a dict lookup of the same stored JSON text plus ``json.loads`` of it, the
-  floor any persistent cache has to pay;
+- ``dict_lookup_us``: a dict lookup of the same stored response JSON plus ``json.loads`` of it,
+  the floor any cache that keeps JSON has to pay;
 - ``hit_overhead_us`` and ``hit_overhead_x``: what a hit costs beyond that floor.
 
 Prints one JSON object; ``--out`` also writes it (default benchmarks/results/cache_replay.json).
@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         keys = [cache_key(q, client.cache_namespace) for q in full]
         key_per_s = best_rate(lambda q: cache_key(q, client.cache_namespace), full, args.repeats)
-        get_per_s = best_rate(store.get, keys, args.repeats)
-        texts = {k: json.dumps(store.get(k), sort_keys=True) for k in keys}
+        get_per_s = best_rate(store.get_response, keys, args.repeats)
+        texts = {k: json.dumps(store.get_response(k), sort_keys=True) for k in keys}
         dict_per_s = best_rate(lambda k: json.loads(texts[k]), keys, args.repeats)
         stats = store.stats()
         store.close()

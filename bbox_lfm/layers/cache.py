@@ -38,6 +38,8 @@ class CacheLayer:
         self.on_hit = on_hit
         self._note_hit = getattr(store, "note_hit", None)
         self._note_miss = getattr(store, "note_miss", None)
+        get_response = getattr(store, "get_response", None)
+        self._get_response: Callable[[str], Any] = get_response or self._response_of_entry
         self._occurrences: dict[str, int] = {}
         self._occ_lock = threading.Lock()
 
@@ -49,6 +51,10 @@ class CacheLayer:
             self._occurrences[base] = k + 1
         return occurrence_query(query, k)
 
+    def _response_of_entry(self, key: str) -> Any:
+        entry = self.store.get(key)
+        return None if entry is None else entry["response"]
+
     def send(self, query: Query) -> Response:
         """Look up, else send and store."""
         if self.mode == "off":
@@ -57,10 +63,10 @@ class CacheLayer:
             query = self._numbered(query)
         key = cache_key(query, self.base_url)
         if self.mode != "record":
-            entry = self.store.get(key)
-            if entry is not None:
+            stored = self._get_response(key)
+            if stored is not None:
                 # one construction: the stored JSON with the hit flag set
-                hit = Response.from_json({**entry["response"], "cache_hit": True})
+                hit = Response.from_json({**stored, "cache_hit": True})
                 if self._note_hit is not None:
                     self._note_hit(key)
                 if self.on_hit is not None:

@@ -32,15 +32,15 @@ from .filters import EntryFilter
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_cache_path"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _APP_ID = 0x62626F78  # "bbox": marks the file as ours
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _BUSY_MS = 60_000
 
 _CREATE = (
-    "CREATE TABLE entries (key TEXT PRIMARY KEY, value TEXT NOT NULL, created_at REAL NOT NULL,"
-    " hits INTEGER NOT NULL DEFAULT 0, last_hit_at REAL, cost_usd REAL NOT NULL DEFAULT 0,"
-    " model TEXT, endpoint TEXT, base_url TEXT)",
+    "CREATE TABLE entries (key TEXT PRIMARY KEY, value TEXT NOT NULL, response TEXT NOT NULL,"
+    " created_at REAL NOT NULL, hits INTEGER NOT NULL DEFAULT 0, last_hit_at REAL,"
+    " cost_usd REAL NOT NULL DEFAULT 0, model TEXT, endpoint TEXT, base_url TEXT)",
     "CREATE INDEX entries_created ON entries (created_at)",
     "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
 )
@@ -57,8 +57,14 @@ _MIGRATE_1 = (
     "CREATE INDEX IF NOT EXISTS entries_created ON entries (created_at)",
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
 )
-_PUT = ("INSERT INTO entries (key, value, created_at, cost_usd, model, endpoint, base_url)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value,"
+# schema 3 keeps the response in a column of its own, so that a hit parses only the response
+_MIGRATE_2 = (
+    "ALTER TABLE entries ADD COLUMN response TEXT NOT NULL DEFAULT 'null'",
+    "UPDATE entries SET response = coalesce(json_extract(value, '$.response'), 'null'), value = json_remove(value, '$.response')",
+)
+_PUT = ("INSERT INTO entries (key, value, response, created_at, cost_usd, model, endpoint, base_url)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value,"
+        " response=excluded.response,"
         " created_at=excluded.created_at, cost_usd=excluded.cost_usd, model=excluded.model,"
         " endpoint=excluded.endpoint, base_url=excluded.base_url")
 
@@ -141,8 +147,11 @@ class SQLiteStore:
                     conn.execute(f"PRAGMA application_id={_APP_ID}")
                     for stmt in _CREATE:
                         conn.execute(stmt)
-                elif version == 1:
+                if version == 1:
                     for stmt in _MIGRATE_1:
+                        conn.execute(stmt)
+                if version in (1, 2):
+                    for stmt in _MIGRATE_2:
                         conn.execute(stmt)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 conn.execute("COMMIT")
@@ -192,25 +201,40 @@ class SQLiteStore:
     def get(self, key: str) -> dict[str, Any] | None:
         """The stored entry or None."""
         try:
-            row = self._conn().execute("SELECT value FROM entries WHERE key=?", (key,)).fetchone()
+            row = self._conn().execute("SELECT value, response FROM entries WHERE key=?", (key,)).fetchone()
         except sqlite3.DatabaseError as exc:
             raise self._translate(exc, "read") from exc
         if row is None:
             return None
+        entry: dict[str, Any] = self._loads(key, row[0])
+        entry["response"] = self._loads(key, row[1])
+        return entry
+
+    def get_response(self, key: str) -> dict[str, Any] | None:
+        """Only the stored response (JSON) of ``key``, or None: what a cache hit needs."""
         try:
-            entry: dict[str, Any] = json.loads(row[0])
+            row = self._conn().execute("SELECT response FROM entries WHERE key=?", (key,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc, "read") from exc
+        return None if row is None else self._loads(key, row[0])
+
+    def _loads(self, key: str, text: str) -> Any:
+        try:
+            return json.loads(text)
         except ValueError as exc:
             raise CacheCorrupt(f"{self.path}: the entry {key[:16]} is not valid JSON ({exc})") from exc
-        return entry
 
     def put(self, key: str, entry: Mapping[str, Any]) -> None:
         """Store ``entry`` (committed before returning: a crash loses nothing already answered).
 
         Replacing an entry keeps its hit count.
         """
-        value = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        rest = {k: v for k, v in entry.items() if k != "response"}
+        value = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        response = json.dumps(entry.get("response"), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False)
         query = entry.get("query") or {}
-        row = (key, value, float(entry.get("created_at", 0.0)), float(entry.get("cost_usd") or 0.0),
+        row = (key, value, response, float(entry.get("created_at", 0.0)), float(entry.get("cost_usd") or 0.0),
                query.get("model"), query.get("endpoint"), entry.get("base_url"))
         try:
             self._conn().execute(_PUT, row)
@@ -310,9 +334,9 @@ class SQLiteStore:
     def select(self, where: EntryFilter) -> Iterator[tuple[str, dict[str, Any]]]:
         """Entries that pass ``where``, in key order."""
         clause, params = where.sql()
-        cur = self._conn().execute(f"SELECT key, value FROM entries WHERE {clause} ORDER BY key", params)
-        for key, value in cur:
-            yield key, json.loads(value)
+        cur = self._conn().execute(f"SELECT key, value, response FROM entries WHERE {clause} ORDER BY key", params)
+        for key, value, response in cur:
+            yield key, {**json.loads(value), "response": json.loads(response)}
 
     def delete(self, where: EntryFilter, *, vacuum: bool = True) -> int:
         """Delete the entries that pass ``where``; return how many. ``vacuum`` gives the space back."""

@@ -253,7 +253,8 @@ def test_a_schema_1_cache_is_migrated_in_place(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     store = SQLiteStore(path)
-    assert store.get("k") == entry
+    assert store.get("k") == entry and store.get_response("k") == entry["response"]
+    assert [e for _, e in store.items()] == [entry]
     stats = store.stats()
     assert stats["models"] == {"old": 1} and stats["saved_usd"] == pytest.approx(1.0)
     store.close()
