@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cache_hits_counted": stats["hits"],
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
+        "load_avg_1m": round(os.getloadavg()[0], 2),  # other work on the machine slows every figure
     }
     print(json.dumps(result, sort_keys=True))
     if args.out:
