@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     words = _words(args.label_words)
     if args.template is not None or words is not None:
         task = task.with_template(args.template or task.template, words)
-    kw: dict[str, Any] = {"zero-shot": {"prompt": args.prompt}, "icl": {"k": args.k, "seed": args.seed},
+    kw: dict[str, Any] = {"zero-shot": {"prompt": args.prompt, "template": task.template,
+                                        "label_words": task.label_words}, "icl": {"k": args.k, "seed": args.seed},
                           "best-of-n": {"seed": args.seed}}[args.method]
     method = get(args.method)(**kw)
     with open_client(args) as client:
