@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..errors import check
 
 __all__ = ["FIELDS", "EntryFilter", "parse_filter"]
 
 FIELDS = ("model", "endpoint", "base_url", "key", "prompt")
-_TERM = re.compile(r"^(?P<field>[a-z_]+)(?P<op>=|~)(?P<value>.*)$", re.S)
+_TERM = re.compile(r"^(?P<field>[a-z_]+)(?P<op>=|~)(?P<value>.*)$", re.DOTALL)
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,16 @@ never an entry.
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import os
 import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from ..errors import CacheCorrupt, CacheError
 from .filters import EntryFilter
@@ -38,9 +40,9 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 _BUSY_MS = 60_000
 
 _CREATE = (
-    "CREATE TABLE entries (key TEXT PRIMARY KEY, value TEXT NOT NULL, response TEXT NOT NULL,"
-    " created_at REAL NOT NULL, hits INTEGER NOT NULL DEFAULT 0, last_hit_at REAL,"
-    " cost_usd REAL NOT NULL DEFAULT 0, model TEXT, endpoint TEXT, base_url TEXT)",
+    ("CREATE TABLE entries (key TEXT PRIMARY KEY, value TEXT NOT NULL, response TEXT NOT NULL,"
+     " created_at REAL NOT NULL, hits INTEGER NOT NULL DEFAULT 0, last_hit_at REAL,"
+     " cost_usd REAL NOT NULL DEFAULT 0, model TEXT, endpoint TEXT, base_url TEXT)"),
     "CREATE INDEX entries_created ON entries (created_at)",
     "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
 )
@@ -51,9 +53,9 @@ _MIGRATE_1 = (
     "ALTER TABLE entries ADD COLUMN model TEXT",
     "ALTER TABLE entries ADD COLUMN endpoint TEXT",
     "ALTER TABLE entries ADD COLUMN base_url TEXT",
-    "UPDATE entries SET cost_usd = coalesce(json_extract(value, '$.cost_usd'), 0),"
-    " model = json_extract(value, '$.query.model'), endpoint = json_extract(value, '$.query.endpoint'),"
-    " base_url = json_extract(value, '$.base_url')",
+    ("UPDATE entries SET cost_usd = coalesce(json_extract(value, '$.cost_usd'), 0),"
+     " model = json_extract(value, '$.query.model'), endpoint = json_extract(value, '$.query.endpoint'),"
+     " base_url = json_extract(value, '$.base_url')"),
     "CREATE INDEX IF NOT EXISTS entries_created ON entries (created_at)",
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
 )
@@ -77,6 +79,12 @@ def default_cache_path() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".cache"
     return base / "bbox_lfm" / "cache.sqlite"
+
+
+def _flush_at_exit(ref: weakref.ref[SQLiteStore]) -> None:
+    store = ref()
+    if store is not None:
+        store.flush_stats()
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -103,8 +111,7 @@ class SQLiteStore:
         self._closed = False
         self._init()
         # a weak reference: the store may be collected before exit, and then has nothing to flush
-        ref = weakref.ref(self)
-        self._atexit = lambda: (lambda s: s is not None and s.flush_stats())(ref())
+        self._atexit = functools.partial(_flush_at_exit, weakref.ref(self))
         atexit.register(self._atexit)
 
     # -- opening --------------------------------------------------------------------------------

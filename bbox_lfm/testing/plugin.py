@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -203,7 +204,7 @@ def bbox_client(bbox_cassette: Cassette, bbox_client_kwargs: dict[str, Any]) -> 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """Tell how to record when a replayed test missed its cassette."""
-    outcome = yield
+    outcome: Any = yield
     report = outcome.get_result()
     cassette = item.stash.get(_CASSETTE_KEY, None)
     if cassette is None or call.excinfo is None:

@@ -158,8 +158,9 @@ def test_sqlite_stats_count_hits_misses_and_money_saved(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
 
     def priced(query: Query) -> Any:
-        from bbox_lfm.adapters.parse import parse_response
         import dataclasses
+
+        from bbox_lfm.adapters.parse import parse_response
 
         return dataclasses.replace(parse_response(echo_handler(query), "completions"), cost_usd=0.25)
 
