@@ -65,11 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
-    if getattr(args, "pass_through", False):
-        args.argv = list(getattr(args, "argv", [])) + rest  # the command parses these itself
-    elif rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command = sub.choices.get(argv[0]) if argv else None
+    if command is not None and command.get_default("pass_through"):
+        # the command parses its own flags (e.g. `serve`, whose parser the server owns)
+        args = argparse.Namespace(func=command.get_default("func"), argv=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -94,6 +94,7 @@ class Client:
                                                 requests_per_minute=rpm, tokens_per_minute=tpm,
                                                 clock=clock, sleep=sleep)
         self.store = self._open_store(cache) if cache_mode != "off" else None
+        self._owns_store = self.store is not None and (cache is None or isinstance(cache, (str, os.PathLike)))
         self._budgeted: Sender = BudgetLayer(self._upstream, self.budget)
         self._stack = self._build_stack()
         self._model_info: dict[str, Any] | None = None
@@ -265,10 +266,12 @@ class Client:
         return self.budget.report()
 
     def close(self) -> None:
-        """Release connections and the cache file."""
+        """Release connections, and the cache file when this client opened it."""
         closer = getattr(self.adapter, "close", None)
         if closer:
             closer()
+        if self._owns_store and self.store is not None:
+            self.store.close()
 
     def __enter__(self) -> Client:
         return self

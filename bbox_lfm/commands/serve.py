@@ -10,7 +10,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("serve", add_help=False, help="serve a local Hugging Face model over the OpenAI API "
                        "(default SmolLM2-135M-Instruct); `bbox-lfm serve --help` for its flags")
     p.add_argument("argv", nargs=argparse.REMAINDER)
-    p.set_defaults(func=run, pass_through=True)
+    p.set_defaults(func=run, pass_through=True)  # main() hands it the raw arguments
 
 
 def run(args: argparse.Namespace) -> int:
