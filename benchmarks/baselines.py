@@ -29,12 +29,12 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bbox_lfm import Client  # noqa: E402
-from bbox_lfm.commands.report import runs_table, summary_table  # noqa: E402
-from bbox_lfm.methods import get  # noqa: E402
-from bbox_lfm.methods.harness import run  # noqa: E402
-from bbox_lfm.results import write_result  # noqa: E402
-from bbox_lfm.tasks import load_task  # noqa: E402
+from bbox_lfm import Client
+from bbox_lfm.commands.report import runs_table, summary_table
+from bbox_lfm.methods import get
+from bbox_lfm.methods.harness import run
+from bbox_lfm.results import write_result
+from bbox_lfm.tasks import load_task
 
 
 def configs(task: Any, seed: int) -> list[tuple[str, Any]]:
@@ -72,9 +72,9 @@ def main() -> int:
     try:
         Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
         with Client.local(server or args.base_url, cache=args.cache, max_concurrency=args.max_concurrency) as client:
-            for name in args.tasks:
-                task = load_task(name)
-                for seed in args.seeds:
+            tasks = {name: load_task(name) for name in args.tasks}
+            for seed in args.seeds:  # every task at the first seed first: a cut-short run still covers them all
+                for name, task in tasks.items():
                     for label, method in configs(task, seed):
                         if args.methods and not any(label.startswith(m) for m in args.methods):
                             continue

