@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bbox_lfm.errors import ConfigError
@@ -89,3 +90,49 @@ def test_save_load_round_trip(name: str, mock_client, tmp_path: Path) -> None:  
     examples = task.split("eval")
     assert type(m2) is type(m) and m2.get_config() == m.get_config()
     assert list(m2.predict(client, examples)) == list(m.predict(client, examples))
+
+
+class _Searcher(Method):
+    """A stand-in for a searching method: it spends a search budget and a dev budget of its own."""
+
+    name = "test-searcher"
+
+    def __init__(self, *, seed: int = 13) -> None:
+        self.seed = seed
+
+    def fit(self, client, task):  # type: ignore[no-untyped-def]
+        from bbox_lfm.budget import Budget
+        from bbox_lfm.tasks import evaluate
+
+        search, dev = client.with_budget(Budget()), client.with_budget(Budget())
+        evaluate(search, task, task.few_shot(seed=self.seed).train, progress=False)
+        evaluate(dev, task, task.few_shot(seed=self.seed).dev, prompt="x", progress=False)
+        self.budget_spent_, self.eval_spent_ = search.budget.summary(), dev.budget.summary()
+        self.curve_ = [{"calls": 1, "dev_accuracy": 0.5}]
+        self.best_prompt_ = "x"
+        return self
+
+    def predict(self, client, examples):  # type: ignore[no-untyped-def]
+        return np.zeros(len(examples), dtype=int)
+
+    def get_config(self):  # type: ignore[no-untyped-def]
+        return {"seed": self.seed}
+
+
+def test_harness_keeps_search_and_eval_budgets_apart(mock_client) -> None:  # type: ignore[no-untyped-def]
+    client = mock_client(sentiment_rule)
+    r = run(_Searcher(), client, load_task("sample"), seed=13, progress=False)
+    assert r.budget_spent["calls"] == 1 and r.budget_spent["sequences"] == 16
+    # the method's own dev check (1 call) plus nothing sent by the harness, whose predict is local
+    assert r.eval_spent["calls"] == 1 and r.eval_spent["sequences"] == 16
+    assert r.curve == [{"calls": 1, "dev_accuracy": 0.5}] and r.prompt == "x"
+    assert r.dev["n"] == 16 and r.eval["n"] == 20 and r.eval["accuracy"] == 0.5
+
+
+def test_task_without_few_shot_data_gets_no_dev(mock_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "t.jsonl").write_text('{"text": "fine", "label": 1}\n{"text": "awful", "label": 0}\n')
+    (tmp_path / "s.toml").write_text('name = "t"\nlabels = ["neg", "pos"]\nlabel_words = [" bad", " good"]\n'
+                                     'template = "{text} It was"\n[data]\ntest = "t.jsonl"\n')
+    r = run(get("zero-shot")(), mock_client(sentiment_rule), load_task(tmp_path / "s.toml"), seed=13,
+            progress=False)
+    assert r.dev == {"accuracy": None, "f1": None, "n": 0, "misses": 0} and r.eval["n"] == 2
