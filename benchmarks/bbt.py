@@ -179,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         "model_info": {k: info.get(k) for k in ("hidden_size", "num_layers", "embedding_std")},
         "baselines": {}, "runs": {}, "summary": {},
     }
+    if out.is_file():  # resume: keep the runs an interrupted benchmark of the same settings finished
+        old = json.loads(out.read_text())
+        if (old.get("budget_calls"), old.get("eval_limit"), old.get("model")) == (args.budget, args.eval_limit,
+                                                                                   client.model):
+            data["runs"], data["summary"] = old.get("runs", {}), old.get("summary", {})
     t0 = time.perf_counter()
     zero = evaluate(client, task, "eval", limit=args.eval_limit, progress=False)
     z0 = {"soft_prompt": encode(np.zeros((50, info["hidden_size"])),
