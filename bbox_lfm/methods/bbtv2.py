@@ -32,7 +32,8 @@ projections of 14.4M floats would need 1.7 GB.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -40,7 +41,7 @@ from ..errors import ConfigError, ProviderError, check
 from ..optim import make_optimizer
 from ..tensors import encode
 from .base import register
-from .bbt import BBT, INIT_TOKEN_START, _Search, hyper_checks, model_facts, projection, provider_fact
+from .bbt import BBT, INIT_TOKEN_START, _Search, model_facts, projection, provider_fact
 
 __all__ = ["BBTv2", "layer_schedule"]
 

@@ -18,7 +18,8 @@ bit, which is what makes a rerun replay from the cache.
 from __future__ import annotations
 
 import threading
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 

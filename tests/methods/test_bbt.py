@@ -20,7 +20,7 @@ _spec = importlib.util.spec_from_file_location("bbt_fakes", Path(__file__).with_
 fakes = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fakes)  # type: ignore[union-attr]
 
-TINY = dict(intrinsic_dim=20, n_prompt_tokens=3, popsize=6, budget=36, eval_every=12, seed=5)
+TINY = {"intrinsic_dim": 20, "n_prompt_tokens": 3, "popsize": 6, "budget": 36, "eval_every": 12, "seed": 5}
 
 
 def toy_split():
@@ -76,9 +76,9 @@ def test_registered_with_paper_defaults() -> None:
     assert BBT(budget=50, popsize=20).projected_calls() == 40
 
 
-@pytest.mark.parametrize("kw, name", [(dict(loss="mse"), "loss"), (dict(popsize=1), "popsize"),
-                                      (dict(optimizer="adam"), "optimizer"), (dict(init="random"), "init"),
-                                      (dict(seed=0), "seed"), (dict(sigma=0), "sigma")])
+@pytest.mark.parametrize("kw, name", [({"loss": "mse"}, "loss"), ({"popsize": 1}, "popsize"),
+                                      ({"optimizer": "adam"}, "optimizer"), ({"init": "random"}, "init"),
+                                      ({"seed": 0}, "seed"), ({"sigma": 0}, "sigma")])
 def test_validation(kw: dict, name: str) -> None:
     with pytest.raises(ConfigError, match=name):
         BBT(**kw)
@@ -164,7 +164,7 @@ def test_save_load_predict(tmp_path: Path) -> None:
 
 # -- the real local server ----------------------------------------------------------------------
 
-SMALL = dict(intrinsic_dim=50, n_prompt_tokens=5, popsize=4, budget=16, eval_every=8, seed=13, sigma=0.5)
+SMALL = {"intrinsic_dim": 50, "n_prompt_tokens": 5, "popsize": 4, "budget": 16, "eval_every": 8, "seed": 13, "sigma": 0.5}
 
 
 def small_split() -> FewShot:

@@ -20,7 +20,7 @@ _spec = importlib.util.spec_from_file_location("bbt_fakes", Path(__file__).with_
 fakes = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fakes)  # type: ignore[union-attr]
 
-TINY = dict(intrinsic_dim=20, n_prompt_tokens=3, popsize=6, budget=40, eval_every=12, seed=5)
+TINY = {"intrinsic_dim": 20, "n_prompt_tokens": 3, "popsize": 6, "budget": 40, "eval_every": 12, "seed": 5}
 
 
 def toy_split():
@@ -97,9 +97,9 @@ def test_save_load_predict(tmp_path: Path) -> None:
 def test_local_server_search_and_replay(local_client) -> None:
     task = load_task("sst2")
     fs = task.few_shot(seed=13)
-    four_each = lambda xs: [ex for c in (0, 1) for ex in [e for e in xs if e.label == c][:4]]  # noqa: E731
+    four_each = lambda xs: [ex for c in (0, 1) for ex in [e for e in xs if e.label == c][:4]]
     split = FewShot(train=four_each(fs.train), dev=four_each(fs.dev))
-    kw = dict(intrinsic_dim=50, n_prompt_tokens=5, popsize=4, budget=12, eval_every=8, seed=13)
+    kw = {"intrinsic_dim": 50, "n_prompt_tokens": 5, "popsize": 4, "budget": 12, "eval_every": 8, "seed": 13}
     m = BBTv2(**kw).fit(local_client, task, split=split)
     L = local_client.model_info()["num_layers"]
     assert len(m.extra_["layer_std"]) == L and all(s > 0 for s in m.extra_["layer_std"])

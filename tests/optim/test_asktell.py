@@ -46,7 +46,7 @@ def test_same_seed_same_candidates(name: str) -> None:
 def test_cma_instances_do_not_share_the_global_generator() -> None:
     # interleaving two instances and touching np.random in between changes nothing
     alone = CMA(dim=3, sigma=0.5, popsize=4, seed=11)
-    expected = [alone.ask() for _ in range(1)][0]
+    expected = next(alone.ask() for _ in range(1))
     a = CMA(dim=3, sigma=0.5, popsize=4, seed=11)
     other = CMA(dim=3, sigma=0.5, popsize=4, seed=12)
     np.random.seed(0)
@@ -77,13 +77,13 @@ def test_partial_population_is_refused() -> None:
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(name="adam"), "optimizer"),
-    (dict(name="ng:NoSuchOptimizer"), "optimizer"),
-    (dict(name="cma", seed=0), "seed"),
-    (dict(name="cma", sigma=0.0), "sigma"),
-    (dict(name="cma", popsize=1), "popsize"),
+    ({"name": "adam"}, "optimizer"),
+    ({"name": "ng:NoSuchOptimizer"}, "optimizer"),
+    ({"name": "cma", "seed": 0}, "seed"),
+    ({"name": "cma", "sigma": 0.0}, "sigma"),
+    ({"name": "cma", "popsize": 1}, "popsize"),
 ])
 def test_validation(kw: dict, match: str) -> None:
-    args = dict(name="cma", dim=3, sigma=1.0, popsize=4, seed=1) | kw
+    args = {"name": "cma", "dim": 3, "sigma": 1.0, "popsize": 4, "seed": 1} | kw
     with pytest.raises(ConfigError, match=match):
         make_optimizer(**args)
