@@ -75,18 +75,23 @@ def resolve_dtype(dtype: Dtype) -> torch.dtype:
     return torch.bfloat16 if dtype == "bfloat16" else torch.float32
 
 
-def _cache_root() -> Path:
-    if env := os.environ.get("BBOX_LFM_CACHE_DIR"):
+def _models_root() -> Path:
+    """``$BBOX_LFM_MODEL_DIR``, else ``models`` under the user cache directory.
+
+    Not under ``$BBOX_LFM_CACHE_DIR``: that holds query caches, which tests point at a fresh
+    temporary directory per session, and converting the model each session costs 30 s.
+    """
+    if env := os.environ.get("BBOX_LFM_MODEL_DIR"):
         return Path(env)
     if xdg := os.environ.get("XDG_CACHE_HOME"):
-        return Path(xdg) / "bbox_lfm"
-    return Path.home() / ".cache" / "bbox_lfm"
+        return Path(xdg) / "bbox_lfm" / "models"
+    return Path.home() / ".cache" / "bbox_lfm" / "models"
 
 
 def _converted_dir(gguf: Path) -> Path:
     stat = gguf.stat()
     key = f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
-    return _cache_root() / "models" / f"{gguf.stem}-{hashlib.sha256(key).hexdigest()[:12]}"
+    return _models_root() / f"{gguf.stem}-{hashlib.sha256(key).hexdigest()[:12]}"
 
 
 def _convert_gguf(gguf: Path) -> Path | None:

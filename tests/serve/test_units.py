@@ -1,0 +1,93 @@
+"""Parts of the server that need no model: the batcher, tensor decoding, the CLI parser."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from bbox_lfm.serve import ServeConfig, encode_tensor
+from bbox_lfm.serve.batcher import Batcher
+from bbox_lfm.serve.cli import build_parser
+from bbox_lfm.serve.errors import InvalidRequest
+from bbox_lfm.serve.protocol import TensorPayload
+from bbox_lfm.serve.tensors import decode_tensor
+
+
+def test_batcher_merges_queued_jobs_and_keeps_order() -> None:
+    batches: list[list[int]] = []
+
+    def forward(rows: list[int]) -> list[int]:
+        batches.append(rows)
+        time.sleep(0.01)
+        return [r * 10 for r in rows]
+
+    batcher: Batcher[int] = Batcher(forward, length=lambda r: -r, window_s=0.05, max_batch=64)
+    results: dict[int, list[int]] = {}
+    threads = [
+        threading.Thread(target=lambda i=i: results.__setitem__(i, batcher.score([i, i + 100])))
+        for i in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batcher.close()
+    assert results == {i: [i * 10, (i + 100) * 10] for i in range(8)}
+    assert len(batches) < 8
+    assert all(b == sorted(b, reverse=True) for b in batches)  # sorted by the length key
+
+
+def test_batcher_without_window_runs_each_job_alone() -> None:
+    sizes: list[int] = []
+    batcher: Batcher[int] = Batcher(
+        lambda rows: sizes.append(len(rows)) or rows, length=int, window_s=0, max_batch=2
+    )
+    assert batcher.score([1, 2, 3]) == [1, 2, 3]
+    assert batcher.call(lambda: "alone") == "alone"
+    batcher.close()
+    assert sizes == [2, 1]
+
+
+def test_batcher_isolates_a_failing_job() -> None:
+    def forward(rows: list[int]) -> list[int]:
+        if -1 in rows:
+            raise ValueError("bad row")
+        return rows
+
+    batcher: Batcher[int] = Batcher(forward, length=int, window_s=0.05)
+    outcomes: dict[str, object] = {}
+
+    def run(name: str, rows: list[int]) -> None:
+        try:
+            outcomes[name] = batcher.score(rows)
+        except ValueError as exc:
+            outcomes[name] = str(exc)
+
+    threads = [threading.Thread(target=run, args=(n, r)) for n, r in [("good", [1]), ("bad", [-1])]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batcher.close()
+    assert outcomes == {"good": [1], "bad": "bad row"}
+
+
+def test_tensor_round_trip_and_errors() -> None:
+    array = np.arange(6, dtype=np.float32).reshape(2, 3)
+    payload = TensorPayload(**encode_tensor(array))
+    np.testing.assert_array_equal(decode_tensor(payload, "soft_prompt", ["n", 3]), array)
+    with pytest.raises(InvalidRequest, match=r"soft_prompt.shape must be \[n, 4\].*got \[2, 3\]"):
+        decode_tensor(payload, "soft_prompt", ["n", 4])
+
+
+def test_cli_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BBOX_LFM_SERVE_PORT", "8123")
+    monkeypatch.setenv("BBOX_LFM_SERVE_BATCH_WINDOW_MS", "0")
+    args = build_parser().parse_args(["--max-logprobs", "5", "--dtype", "bfloat16"])
+    assert (args.port, args.batch_window_ms, args.max_logprobs, args.dtype) == (8123, 0.0, 5, "bfloat16")
+    assert args.model is None and args.host == "127.0.0.1" and args.max_batch == ServeConfig().max_batch
+    with pytest.raises(ValueError, match="max_batch"):
+        ServeConfig(max_batch=0)
