@@ -11,6 +11,7 @@ so n repeats are n entries and a rerun replays them in the same order.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,23 @@ from ..errors import CacheMiss, check
 from ..types import Query, Response
 
 __all__ = ["CACHE_MODES", "CacheLayer"]
+
+_LONG = 4096  # characters; soft/deep prompt tensors (BBTv2's are ~4.6 MB of base64) are far above
+
+
+def compact(value: Any) -> Any:
+    """The stored copy of a query: long strings inside ``extra`` (encoded tensors) become their
+    sha256 and length. The key already hashes the full query; storing megabytes of base64 per
+    entry would make a BBTv2 run's cache gigabytes large for nothing."""
+    if isinstance(value, str):
+        if len(value) <= _LONG:
+            return value
+        return {"sha256": hashlib.sha256(value.encode("utf-8")).hexdigest(), "chars": len(value)}
+    if isinstance(value, dict):
+        return {k: compact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [compact(v) for v in value]
+    return value
 
 CACHE_MODES = ("off", "readwrite", "replay", "record")
 
@@ -81,7 +99,7 @@ class CacheLayer:
                 raise CacheMiss(key, query.describe() + where)
         response = self.inner.send(query)
         self.store.put(key, {
-            "query": query.to_json(), "response": response.to_json(), "base_url": self.base_url,
+            "query": {**query.to_json(), "extra": compact(query.to_json()["extra"])}, "response": response.to_json(), "base_url": self.base_url,
             "created_at": time.time(), "latency_s": response.latency_s,
             "usage": response.to_json()["usage"], "cost_usd": response.cost_usd,
         })

@@ -311,3 +311,22 @@ def test_cassettes_are_sorted_stable_and_round_trip(tmp_path: Path) -> None:
     bad.write_text(lines[0] + "\n{not json\n", encoding="utf-8")
     with pytest.raises(CacheCorrupt, match="bad.jsonl:2"):
         JSONLStore(bad)
+
+
+def test_stored_query_keeps_tensors_as_digests_only() -> None:
+    """A 100 kB soft prompt is hashed into the key but not stored verbatim."""
+    from bbox_lfm import Client, MockAdapter, Query
+    from bbox_lfm.stores import MemoryStore
+
+    store = MemoryStore()
+    c = Client("http://mock/v1", adapter=MockAdapter(lambda q: {"choices": [{"index": 0, "text": "x"}]}),
+               provider="bbox-lfm", model="m", cache=store)
+    blob = "A" * 100_000
+    q = Query(prompt="p", extra={"soft_prompt": {"shape": [1, 2], "data": blob}})
+    c.send(q)
+    (_, entry), = store.items()
+    stored = entry["query"]["extra"]["soft_prompt"]["data"]
+    assert stored["chars"] == 100_000 and len(stored["sha256"]) == 64
+    assert entry["query"]["prompt"] == ["p"]
+    assert c.send(q).cache_hit  # the key still covers the full tensor
+    assert not c.send(Query(prompt="p", extra={"soft_prompt": {"shape": [1, 2], "data": "B" * 100_000}})).cache_hit
