@@ -66,8 +66,8 @@ def main() -> int:
         server = start_local()
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.is_file() else {}
-    runs: list[dict[str, Any]] = []
-    keep = [r for r in previous.get("runs", []) if r["task"] not in args.tasks or r["seed"] not in args.seeds]
+    # runs of earlier invocations stay; a run done again replaces its old entry
+    runs = {_key(r): r for r in previous.get("runs", [])}
     t_start = time.perf_counter()
     try:
         Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
@@ -81,19 +81,23 @@ def main() -> int:
                         t0 = time.perf_counter()
                         result = run(method, client, task, seed=seed, eval_limit=args.limit, progress=sys.stderr.isatty())
                         result.extra["label"] = label
-                        runs.append(result.to_json())
+                        runs[_key(result.to_json())] = result.to_json()
                         print(f"{name} seed {seed} {label}: dev {result.dev['accuracy']:.3f} eval "
                               f"{result.eval['accuracy']:.3f} (n={result.eval['n']}) sent "
                               f"{result.eval_spent['calls']} eval requests, {time.perf_counter() - t0:.0f} s",
                               flush=True)
-                        write_result(out, bundle(keep + runs, args, client, time.perf_counter() - t_start))
+                        write_result(out, bundle(list(runs.values()), args, client, time.perf_counter() - t_start))
     finally:
         if server is not None:
             server.stop()
-    all_runs = keep + runs
+    all_runs = list(runs.values())
     print("\n" + summary_table(all_runs))
     print("\n" + runs_table(all_runs))
     return 0
+
+
+def _key(r: dict[str, Any]) -> tuple[str, int, str]:
+    return r["task"], r["seed"], r["extra"]["label"]
 
 
 def bundle(runs: list[dict[str, Any]], args: argparse.Namespace, client: Client, wall_s: float) -> dict[str, Any]:
