@@ -1,0 +1,215 @@
+"""Black-box distillation on SST-2: SmolLM2 (local server) as teacher, MiniLM students.
+
+    .venv/bin/python benchmarks/distill.py        # everything below: hours on 2 busy cores
+    .venv/bin/python benchmarks/distill.py --eval-limit 300 --budgets 300 1000 --pool-size 2000 \\
+        --synthetic-budgets 300 --ft-budget 0    # what fitted in the time this was written in
+
+Measured (JSON into benchmarks/results/distill.json, rewritten after every run):
+
+* the teacher: SmolLM2-135M-Instruct through the best manual template (best-of-N's choice on the
+  16-shot dev split, read from benchmarks/results/baselines.json or run here), its accuracy on
+  the eval split (GLUE validation, 872 rows);
+* ``minilm-head`` students at several teacher-sequence budgets (300, 1,000, 3,000 and a few in
+  between), random vs active selection, unlabeled (train split, labels hidden) vs synthetic
+  (teacher-written) transfer: eval accuracy, F1 and agreement with the teacher;
+* the same student trained on the 32 gold labels of the 16-shot split (seed 13) alone;
+* one ``minilm-ft`` student (fine-tuned encoder) at 1,000 random sequences;
+* speed: seconds per example of teacher (cache off, through the server) and student (no
+  embedding cache) on the same 256 eval texts, one process after the other on this CPU.
+
+Every teacher answer is cached in benchmarks/.cache/distill.sqlite and every MiniLM embedding in
+benchmarks/.cache/minilm_emb.npz (both git-ignored by benchmarks/.cache/.gitignore), so a rerun
+is free except for the speed probe. Budgets count every teacher sequence a run uses, cache hits
+included, so the cache never lets a run see more teacher answers than its budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+CACHE = ROOT / ".cache"
+OUT = ROOT / "results" / "distill.json"
+SEED = 13
+
+
+def best_template(task: Any, client: Any) -> tuple[str, tuple[str, ...], str]:
+    """(template, label words, where the choice came from): the best-of-N baseline's choice on
+    the 16-shot dev split of seed 13 -- from benchmarks/results/baselines.json when it holds that
+    run, else by running best-of-N here (5 templates x 32 dev examples through the teacher)."""
+    path = ROOT / "results" / "baselines.json"
+    if path.is_file():
+        runs = json.loads(path.read_text()).get("runs", [])
+        for r in runs:
+            if r.get("task") == "sst2" and r.get("method") == "best-of-n" and r.get("seed") == SEED \
+                    and isinstance(r.get("prompt"), dict):
+                return (r["prompt"]["template"], tuple(r["prompt"]["label_words"]),
+                        "best-of-n (16-shot dev, seed 13) in benchmarks/results/baselines.json")
+    from bbox_lfm.methods import get
+
+    m = get("best-of-n")(seed=SEED).fit(client, task)
+    return (m.best_prompt_["template"], tuple(m.best_prompt_["label_words"]),
+            f"best-of-n run here (16-shot dev, seed 13; dev scores {m.dev_scores_}); "
+            f"benchmarks/results/baselines.json had no such run")
+
+
+class Bench:
+    def __init__(self, eval_limit: int | None):
+        from bbox_lfm import Client
+        from bbox_lfm.serve import start_local
+        from bbox_lfm.students.minilm import shared_encoder
+        from bbox_lfm.tasks import load_task, subsample
+
+        CACHE.mkdir(parents=True, exist_ok=True)
+        (CACHE / ".gitignore").write_text("*\n")
+        self.server = start_local()
+        self.client = Client.local(self.server, cache=CACHE / "distill.sqlite", max_concurrency=32)
+        task = load_task("sst2")
+        template, words, source = best_template(task, self.client)
+        self.task = task.with_template(template, words)
+        self.encoder = shared_encoder()
+        self.emb_path = CACHE / "minilm_emb.npz"
+        print(f"embeddings cached: {self.encoder.load_cache(self.emb_path)}", flush=True)
+        self.eval = subsample(self.task.split("eval"), eval_limit, 0)
+        self.result: dict[str, Any] = {
+            "task": "sst2", "eval_split": self.task.eval_split, "eval_n": len(self.eval), "eval_limit": eval_limit,
+            "eval_subsample_seed": 0, "seed": SEED,
+            "teacher": {"model": self.client.model, "template": template, "label_words": list(words),
+                        "template_source": source},
+            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                        "python": sys.version.split()[0]},
+            "runs": [], "notes": []}
+
+    def save(self) -> None:
+        self.encoder.save_cache(self.emb_path)
+        from bbox_lfm.results import write_result
+
+        write_result(OUT, self.result)
+
+    def teacher_eval(self) -> None:
+        from bbox_lfm.methods.distill import Teacher, _as_input
+        from bbox_lfm.tasks import metrics_from_predictions
+
+        t = Teacher(self.task)
+        lp, misses = t.label(self.client.with_budget(), [_as_input(e) for e in self.eval], progress=True,
+                             desc="teacher eval")
+        self.teacher_pred = lp.argmax(axis=1)
+        m = metrics_from_predictions([e.label for e in self.eval], self.teacher_pred, 2, misses=misses).to_json()
+        m["positive_rate"] = float(self.teacher_pred.mean())
+        self.result["teacher"]["eval"] = m
+        print(f"teacher eval: {m}", flush=True)
+        self.save()
+
+    def student_eval(self, predict: Any) -> dict[str, Any]:
+        from bbox_lfm.methods.distill import _as_input
+        from bbox_lfm.tasks import metrics_from_predictions
+
+        pred = predict([_as_input(e) for e in self.eval])
+        m = metrics_from_predictions([e.label for e in self.eval], pred, 2).to_json()
+        m["agreement"] = float(np.mean(pred == self.teacher_pred))
+        return m
+
+    def gold_only(self) -> None:
+        from bbox_lfm.methods.distill import _as_input
+        from bbox_lfm.students import make_student
+
+        fs = self.task.few_shot(seed=SEED, k=16)
+        s = make_student("minilm-head", seed=SEED).fit([_as_input(e) for e in fs.train],
+                                                       gold=np.array([e.label for e in fs.train]))
+        m = self.student_eval(lambda xs: s.predict(xs, progress=False))
+        self.result["gold_only"] = {"student": "minilm-head", "gold_labels": len(fs.train), "eval": m}
+        print(f"gold only (32 labels): {m}", flush=True)
+        self.save()
+
+    def run(self, *, transfer: str, selection: str, budget: int, student: str = "minilm-head",
+            pool_size: int = 6000) -> dict[str, Any]:
+        from bbox_lfm.methods.distill import Distill
+
+        t0 = time.perf_counter()
+        m = Distill(student=student, transfer=transfer, selection=selection, budget=budget, pool_size=pool_size,
+                    seed=SEED).fit(self.client, self.task, progress=False)
+        fit_s = time.perf_counter() - t0
+        ev = self.student_eval(lambda xs: m.predict(None, xs, progress=False))
+        row = {"student": student, "transfer": transfer, "selection": selection, "budget_sequences": budget,
+               "teacher_sequences_used": m.n_queried_, "sent_upstream": m.budget_spent_["sequences"],
+               "cache_hits": m.budget_spent_["cache_hits"], "transfer_size": len(m.inputs_),
+               "eval": ev, "fit_s": round(fit_s, 1), "curve": m.curve_,
+               "stats": {k: v for k, v in m.stats_.items() if k != "fit_s"}}
+        self.result["runs"].append(row)
+        print(f"{student} {transfer:9s} {selection:6s} {budget:5d}: acc {ev['accuracy']:.4f} "
+              f"agree {ev['agreement']:.4f} (n_transfer {len(m.inputs_)}, {fit_s:.0f}s)", flush=True)
+        self.save()
+        self.last = m
+        return row
+
+    def speed(self, n: int = 256) -> None:
+        from bbox_lfm.methods.distill import Teacher, _as_input
+        from bbox_lfm.students import make_student
+
+        inputs = [_as_input(e) for e in self.eval[:n]]
+        live = self.client.with_cache_mode("off")
+        t = Teacher(self.task)
+        t.label(live, inputs[:16])  # warm-up
+        t0 = time.perf_counter()
+        t.label(live, inputs)
+        teacher_s = (time.perf_counter() - t0) / len(inputs)
+        student = self.last.student_ if getattr(self, "last", None) is not None else \
+            make_student("minilm-head").fit(inputs[:4], gold=np.array([0, 1, 0, 1]))
+        student.predict_proba(inputs[:16], progress=False, cache=False)  # warm-up
+        t0 = time.perf_counter()
+        student.predict_proba(inputs, progress=False, cache=False)
+        student_s = (time.perf_counter() - t0) / len(inputs)
+        self.result["speed"] = {"n": len(inputs), "teacher_s_per_example": teacher_s,
+                                "student_s_per_example": student_s, "speedup": teacher_s / student_s,
+                                "student": student.name, "load_avg_1m": os.getloadavg()[0],
+                                "how": "teacher: one request per text, 16 concurrent, cache off, through the local "
+                                       "server (dynamic batching, bf16 if the server uses it); student: batches of 64 "
+                                       "texts sorted by length, fp32 torch, no embedding cache; both on this shared "
+                                       "2-core CPU"}
+        print(f"speed: {self.result['speed']}", flush=True)
+        self.save()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--eval-limit", type=int, default=None, help="seeded subsample of the eval split (default: all)")
+    ap.add_argument("--budgets", type=int, nargs="+", default=[300, 1000, 3000], help="teacher sequences")
+    ap.add_argument("--pool-size", type=int, default=6000, help="unlabeled texts active selection chooses from")
+    ap.add_argument("--synthetic-budgets", type=int, nargs="*", default=[300, 1000, 3000])
+    ap.add_argument("--ft-budget", type=int, default=1000, help="budget of the minilm-ft run (0: skip)")
+    args = ap.parse_args()
+    b = Bench(args.eval_limit)
+    b.result["args"] = vars(args)
+    try:
+        t0 = time.perf_counter()
+        b.teacher_eval()
+        b.gold_only()
+        # cheapest first, so a run cut short still holds comparable points
+        for budget in sorted(args.budgets):
+            for selection in ("random", "active"):
+                b.run(transfer="unlabeled", selection=selection, budget=budget, pool_size=args.pool_size)
+            if budget == min(args.budgets):
+                b.speed(64)
+        for budget in sorted(args.synthetic_budgets):
+            b.run(transfer="synthetic", selection="random", budget=budget)
+        if args.ft_budget:
+            b.run(transfer="unlabeled", selection="random", budget=args.ft_budget, student="minilm-ft",
+                  pool_size=args.pool_size)
+        b.result["wall_s"] = round(time.perf_counter() - t0, 1)
+        b.save()
+    finally:
+        b.server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
