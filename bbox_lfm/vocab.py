@@ -24,6 +24,7 @@ appearance) until it has ``size`` entries. If the whole text has fewer distinct 
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections import Counter
@@ -67,7 +68,7 @@ def pmi_ngrams(texts: Iterable[str], *, min_count: int = 5, min_pmi: float = 1.0
 
     # step 2: unigram and adjacent-pair counts, T = number of pairs
     words: Counter[str] = Counter(w for seg in segments for w in seg)
-    pairs: Counter[tuple[str, str]] = Counter(p for seg in segments for p in zip(seg, seg[1:]))
+    pairs: Counter[tuple[str, str]] = Counter(p for seg in segments for p in itertools.pairwise(seg))
     total = sum(pairs.values())
     words = Counter({w: c for w, c in words.items() if c > min_count})
 
@@ -80,7 +81,7 @@ def pmi_ngrams(texts: Iterable[str], *, min_count: int = 5, min_pmi: float = 1.0
     merged: Counter[tuple[str, ...]] = Counter()
     for seg in segments:
         gram = [seg[0]]
-        for a, b in zip(seg, seg[1:]):
+        for a, b in itertools.pairwise(seg):
             if (a, b) in strong:
                 gram.append(b)
             else:
@@ -94,9 +95,9 @@ def pmi_ngrams(texts: Iterable[str], *, min_count: int = 5, min_pmi: float = 1.0
     for seg in segments:
         for i in range(len(seg)):
             for n in range(1, max_n + 1):
-                gram = tuple(seg[i:i + n])
-                if len(gram) == n and gram in kept:
-                    recount[gram] += 1
+                ngram = tuple(seg[i:i + n])
+                if len(ngram) == n and ngram in kept:
+                    recount[ngram] += 1
     found = [(" ".join(g), c) for g, c in recount.items() if c > min_count]
     found.sort(key=lambda gc: (-gc[1], gc[0]))
     return found

@@ -133,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     if args.base_url is None:
         from bbox_lfm.serve import start_local
-
         from bbox_lfm.serve.config import DEFAULT_MODEL_ID
 
         # the default name keeps the cache namespace and the results' model the same

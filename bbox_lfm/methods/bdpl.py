@@ -50,9 +50,10 @@ here (Adam removes the factor, up to the clipping).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -129,9 +130,9 @@ class CategoricalPolicy:
 
     def gradient(self, S: np.ndarray, L: Sequence[float]) -> np.ndarray:
         """g = 1/(I-1) sum_k (L_k - mean L) grad_p log p(s_k), with grad_p log p(s_k)[i, j] = [j = s_k[i]] / p_ij."""
-        L = np.asarray(L, dtype=np.float64)
+        losses = np.asarray(L, dtype=np.float64)
         I, n = S.shape
-        w = (L - L.mean()) / (I - 1)
+        w = (losses - losses.mean()) / (I - 1)
         g = np.zeros_like(self.p)
         rows = np.arange(n)
         for k in range(I):
@@ -325,7 +326,7 @@ class BDPL(Method):
             return n_examples
         return math.ceil(n_examples / max(1, client.capabilities.max_batch))
 
-    def _prompt(self, indices: Sequence[int]) -> str:
+    def _prompt(self, indices: Sequence[int] | np.ndarray) -> str:
         return " ".join(self.candidates_[j] for j in indices)
 
     def _score(self, client: Any, prompt: str, examples: Sequence[Any], max_concurrency: int | None = None) -> Any:

@@ -141,7 +141,7 @@ def test_load_candidates_and_config_validation(tmp_path):
 
 
 def test_finds_the_favoured_prompt_against_a_mock_provider():
-    client, adapter = mock_client()
+    client, _adapter = mock_client()
     m = BDPL(prompt_length=3, candidates=CANDIDATES, sample_size=10, lr=0.02, budget=600, eval_every=50, seed=7)
     m.fit(client, toy_task())
     assert m.best_prompt_ == " ".join(TARGET)
@@ -173,7 +173,7 @@ def test_best_prompt_is_a_copy_and_budget_exhaustion_stops_cleanly():
 def test_same_seed_same_result_and_cached_rerun_sends_nothing():
     store = MemoryStore()
     client, adapter = mock_client(cache=store)
-    kw = dict(prompt_length=3, candidates=CANDIDATES, sample_size=6, lr=0.02, budget=60, eval_every=12, seed=3)
+    kw = {"prompt_length": 3, "candidates": CANDIDATES, "sample_size": 6, "lr": 0.02, "budget": 60, "eval_every": 12, "seed": 3}
     a = BDPL(**kw).fit(client, toy_task())
     sent = adapter.calls
     assert sent > 0
