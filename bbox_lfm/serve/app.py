@@ -145,8 +145,8 @@ def build_app(config: ServeConfig) -> ServerApp:
         param = ".".join(loc) or None
         if first.get("type") == "json_invalid":
             return _error(InvalidRequest("request body is not valid JSON", status=400))
-        message = f"{param}: {first.get('msg', 'invalid value')}" if param else str(
-            first.get("msg", "invalid request body")
+        message = (
+            f"{param}: {first.get('msg', 'invalid value')}" if param else str(first.get("msg", "invalid request body"))
         )
         return _error(InvalidRequest(message, param=param))
 
@@ -157,9 +157,7 @@ def build_app(config: ServeConfig) -> ServerApp:
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:
         _log.exception("request failed")
-        return _error(
-            InvalidRequest(f"internal error: {exc}", status=500, type="server_error")
-        )
+        return _error(InvalidRequest(f"internal error: {exc}", status=500, type="server_error"))
 
     @app.middleware("http")
     async def bearer(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:

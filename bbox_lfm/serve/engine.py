@@ -92,7 +92,6 @@ class Engine:
     """Tokenizes prompts into `Sequence` rows and runs them through the model."""
 
     def __init__(self, loaded: LoadedModel, *, tokenizer_cache_size: int = 65536) -> None:
-        import torch
 
         self.model_id = loaded.model_id
         self.tokenizer = loaded.tokenizer
@@ -114,9 +113,7 @@ class Engine:
         self.pad_id: int = int(pad if pad is not None else next(iter(self.eos_ids), 0))
         self._tok_lock = threading.Lock()
         self._encode_cached = functools.lru_cache(maxsize=tokenizer_cache_size)(self._encode)
-        self._token_text_cached = functools.lru_cache(maxsize=tokenizer_cache_size)(
-            self._token_text
-        )
+        self._token_text_cached = functools.lru_cache(maxsize=tokenizer_cache_size)(self._token_text)
         # Whatever the tokenizer puts in front of any text (a BOS token, or nothing).
         self.special_prefix: tuple[int, ...] = self._encode("", True)
         # Per-forward hook state, set and cleared by the worker thread around each call.
@@ -125,7 +122,6 @@ class Engine:
         layers = _find_layers(self.model, self.num_layers)
         for index, layer in enumerate(layers):
             layer.register_forward_pre_hook(self._make_hook(index), with_kwargs=True)
-        self._torch = torch
 
     # -- tokenization (request threads) --------------------------------------------------
 
@@ -185,7 +181,8 @@ class Engine:
 
     def soft_span(self, prompt: PromptTensors, start: int) -> SoftSpan:
         """Model tensors for a sequence whose slots start at ``start``."""
-        torch = self._torch
+        import torch
+
         values = torch.from_numpy(prompt.values).to(self.device, self.dtype)
         deep = None
         if prompt.deep is not None:
@@ -211,11 +208,10 @@ class Engine:
 
         return hook
 
-    def _inputs(
-        self, seqs: list[Sequence]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[Any, ...] | None]:
+    def _inputs(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[Any, ...] | None]:
         """Left-padded embeddings, attention mask, position ids and deep-prompt scatter indices."""
-        torch = self._torch
+        import torch
+
         width = max(len(s.ids) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -256,7 +252,8 @@ class Engine:
 
         The LM head runs only on the kept positions (``logits_to_keep``), not the whole sequence.
         """
-        torch = self._torch
+        import torch
+
         results: list[torch.Tensor] = []
         start = 0
         while start < len(seqs):
@@ -288,7 +285,8 @@ class Engine:
 
     def hidden_stats(self, seqs: list[Sequence], *, clip: bool) -> tuple[list[float], int]:
         """Std of the hidden states entering each layer over all real positions, and their count."""
-        torch = self._torch
+        import torch
+
         embeds, mask, positions, deep = self._inputs(seqs)
         captured: list[torch.Tensor] = []
         self._deep, self._capture = deep, (mask.bool(), captured)
@@ -321,7 +319,8 @@ class Engine:
         Reported log-probs are those of the model's distribution before temperature and top-p.
         Rows end at an EOS token or when their text contains a stop string.
         """
-        torch = self._torch
+        import torch
+
         generator = torch.Generator(device=self.device)
         if seed is None:
             generator.seed()
@@ -367,12 +366,8 @@ class Engine:
                     gen.token_ids.append(token)
                     gen.logprobs.append(float(chosen_logp[row]))
                     if top is not None:
-                        gen.top.append(
-                            list(zip(top.indices[row].tolist(), top.values[row].tolist()))
-                        )
-                    if token in self.eos_ids or (
-                        stop and any(s in self.decode(gen.token_ids) for s in stop)
-                    ):
+                        gen.top.append(list(zip(top.indices[row].tolist(), top.values[row].tolist())))
+                    if token in self.eos_ids or (stop and any(s in self.decode(gen.token_ids) for s in stop)):
                         done[row] = True
                         gen.finish_reason = "stop"
                 if all(done) or step == max_tokens - 1:

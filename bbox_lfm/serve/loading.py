@@ -103,12 +103,10 @@ def _convert_gguf(gguf: Path) -> Path | None:
     if (target / "config.json").is_file():
         return target
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The weights are plain float32 once loaded; transformers still marks the model as
     # gguf-quantized, which blocks saving and would make reloading look for a .gguf file.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     try:
@@ -135,7 +133,6 @@ def load_model(
     served_model_name: str | None = None,
 ) -> LoadedModel:
     """Load ``model`` (None: the embedded SmolLM2; a HF directory; or a ``.gguf`` file)."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_device = resolve_device(device)
@@ -147,8 +144,7 @@ def load_model(
         source = Path(model).expanduser()
         if not source.exists():
             raise FileNotFoundError(
-                f"model {model!r} is neither a local directory nor a .gguf file "
-                "(the server never downloads from a hub)"
+                f"model {model!r} is neither a local directory nor a .gguf file (the server never downloads from a hub)"
             )
         model_id = source.stem if source.is_file() else source.name
     directory: Path
@@ -163,7 +159,7 @@ def load_model(
         directory = source
     tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
     lm = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file, dtype=torch_dtype)
-    lm.to(torch_device).eval()
+    lm.to(torch_device).eval()  # type: ignore[arg-type]
     return LoadedModel(
         model_id=served_model_name or model_id,
         tokenizer=tokenizer,

@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from dataclasses import replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from .config import Device, Dtype, ServeConfig
 
@@ -27,9 +27,7 @@ class LocalServer:
     ``base_url`` ends with ``/v1`` and can be given to ``openai.OpenAI(base_url=...)``.
     """
 
-    def __init__(
-        self, *, config: ServeConfig, app: ServerApp, server: uvicorn.Server, port: int
-    ) -> None:
+    def __init__(self, *, config: ServeConfig, app: ServerApp, server: uvicorn.Server, port: int) -> None:
         self.config = config
         self.app = app
         self.port = port
@@ -71,7 +69,7 @@ class LocalServer:
             self._thread = None
             self.app.close()
 
-    def __enter__(self) -> LocalServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -121,9 +119,7 @@ def start_local(
     sock.bind((config.host, port or 0))
     config = replace(config, port=sock.getsockname()[1])
     app = build_app(config)
-    server = uvicorn.Server(
-        uvicorn.Config(app.asgi, log_level="warning", access_log=False, lifespan="off")
-    )
+    server = uvicorn.Server(uvicorn.Config(app.asgi, log_level="warning", access_log=False, lifespan="off"))
     local = LocalServer(config=config, app=app, server=server, port=config.port)
     local._serve(sock)
     local._wait_healthy(startup_timeout)

@@ -88,8 +88,7 @@ class Service:
         """404 in OpenAI's shape unless ``model`` is the served model."""
         if model != self.engine.model_id:
             raise InvalidRequest(
-                f"The model '{model}' does not exist; this server serves "
-                f"'{self.engine.model_id}'",
+                f"The model '{model}' does not exist; this server serves '{self.engine.model_id}'",
                 param="model",
                 status=404,
                 code="model_not_found",
@@ -145,9 +144,7 @@ class Service:
         ids = [self.engine.encode(w, specials=False) for w in words]
         for index, word_ids in enumerate(ids):
             if not word_ids:
-                raise InvalidRequest(
-                    f"label_words[{index}] has no tokens", param=f"label_words.{index}"
-                )
+                raise InvalidRequest(f"label_words[{index}] has no tokens", param=f"label_words.{index}")
         return ids
 
     def _score(
@@ -191,9 +188,7 @@ class Service:
                     else:
                         logp = results[extra[pi, wi]]
                         assert logp is not None
-                        label_logprobs.append(
-                            float(sum(float(logp[j, t]) for j, t in enumerate(word)))
-                        )
+                        label_logprobs.append(float(sum(float(logp[j, t]) for j, t in enumerate(word))))
             scored.append(_Scored(main if echo else None, label_logprobs))
         return scored
 
@@ -317,9 +312,7 @@ class Service:
         for j in range(kept):
             tokens.append(e.token_text(gen.token_ids[j]))
             token_logprobs.append(gen.logprobs[j])
-            top_logprobs.append(
-                {e.token_text(i): v for i, v in gen.top[j]} if gen.top else {}
-            )
+            top_logprobs.append({e.token_text(i): v for i, v in gen.top[j]} if gen.top else {})
         offset = 0 if echo else len(prompt.text)
         text_offset = []
         for token in tokens:
@@ -357,9 +350,7 @@ class Service:
                 content = "".join(parts)
             messages.append({"role": message.role, "content": content or ""})
         try:
-            return str(
-                tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            )
+            return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
         except Exception as exc:  # template errors (e.g. role order) are the caller's doing
             raise InvalidRequest(
                 f"messages cannot be rendered with the chat template: {exc}", param="messages"
@@ -375,14 +366,11 @@ class Service:
         if req.top_logprobs is not None:
             if not 0 <= req.top_logprobs <= self.config.max_logprobs:
                 raise InvalidRequest(
-                    f"top_logprobs must be in 0..{self.config.max_logprobs}; "
-                    f"got {req.top_logprobs}",
+                    f"top_logprobs must be in 0..{self.config.max_logprobs}; got {req.top_logprobs}",
                     param="top_logprobs",
                 )
             if not req.logprobs:
-                raise InvalidRequest(
-                    "top_logprobs requires logprobs to be true", param="top_logprobs"
-                )
+                raise InvalidRequest("top_logprobs requires logprobs to be true", param="top_logprobs")
         text = self._render(req)
         labels = self._label_ids(req.label_words)
         # The template writes its special tokens as text; the tokenizer must not add more.

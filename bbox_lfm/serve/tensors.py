@@ -38,14 +38,11 @@ def decode_tensor(payload: TensorPayload, name: str, expected: list[int | str]) 
         or any(isinstance(e, int) and d != e for d, e in zip(shape, expected))
     ):
         raise InvalidRequest(
-            f"{name}.shape must be [{', '.join(map(str, expected))}] with positive sizes; "
-            f"got {shape}",
+            f"{name}.shape must be [{', '.join(map(str, expected))}] with positive sizes; got {shape}",
             param=f"{name}.shape",
         )
     if payload.dtype != "float32":
-        raise InvalidRequest(
-            f"{name}.dtype must be 'float32'; got {payload.dtype!r}", param=f"{name}.dtype"
-        )
+        raise InvalidRequest(f"{name}.dtype must be 'float32'; got {payload.dtype!r}", param=f"{name}.dtype")
     try:
         raw = base64.b64decode(payload.data, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -66,18 +63,13 @@ def _check_options(payload: TensorPayload, name: str, n: int, vocab_size: int) -
     if payload.base_ids is not None:
         if len(payload.base_ids) != n:
             raise InvalidRequest(
-                f"{name}.base_ids must list {n} token ids (one per soft position); "
-                f"got {len(payload.base_ids)}",
+                f"{name}.base_ids must list {n} token ids (one per soft position); got {len(payload.base_ids)}",
                 param=f"{name}.base_ids",
             )
         if any(not 0 <= i < vocab_size for i in payload.base_ids):
-            raise InvalidRequest(
-                f"{name}.base_ids must be token ids in [0, {vocab_size})", param=f"{name}.base_ids"
-            )
+            raise InvalidRequest(f"{name}.base_ids must be token ids in [0, {vocab_size})", param=f"{name}.base_ids")
     if payload.placeholder is not None and not payload.placeholder:
-        raise InvalidRequest(
-            f"{name}.placeholder must be a non-empty string", param=f"{name}.placeholder"
-        )
+        raise InvalidRequest(f"{name}.placeholder must be a non-empty string", param=f"{name}.placeholder")
 
 
 def prompt_tensors(

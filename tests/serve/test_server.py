@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bbox_lfm.serve import LocalServer, encode_tensor, start_local
-from bbox_lfm.serve.loading import LoadedModel, load_model
+from bbox_lfm.serve.loading import LoadedModel, _converted_dir, default_gguf, load_model
 
 PROMPTS = [
     "Review: a charming and often affecting journey. Sentiment:",
@@ -115,9 +115,7 @@ def test_chat_with_logprobs(openai_client: Any, local_server: LocalServer) -> No
     assert len(entry.top_logprobs) == 2 and entry.logprob == pytest.approx(entry.top_logprobs[0].logprob)
 
 
-def test_echo_equals_direct_forward(
-    openai_client: Any, local_server: LocalServer, direct: LoadedModel
-) -> None:
+def test_echo_equals_direct_forward(openai_client: Any, local_server: LocalServer, direct: LoadedModel) -> None:
     response = openai_client.completions.create(
         model=local_server.model_id, prompt=PROMPTS[0], max_tokens=0, echo=True, logprobs=1
     )
@@ -125,15 +123,11 @@ def test_echo_equals_direct_forward(
     ids = encode(direct, PROMPTS[0])
     expected = direct_logprobs(direct, ids)
     assert served[0] is None and len(served) == len(ids)
-    np.testing.assert_allclose(
-        served[1:], [expected[j - 1, ids[j]] for j in range(1, len(ids))], atol=1e-4
-    )
+    np.testing.assert_allclose(served[1:], [expected[j - 1, ids[j]] for j in range(1, len(ids))], atol=1e-4)
     assert response.choices[0].text == PROMPTS[0]
 
 
-def test_label_words_are_exact_sums(
-    openai_client: Any, local_server: LocalServer, direct: LoadedModel
-) -> None:
+def test_label_words_are_exact_sums(openai_client: Any, local_server: LocalServer, direct: LoadedModel) -> None:
     served = label_logprobs(openai_client, local_server, PROMPTS[:2])
     for row, prompt in enumerate(PROMPTS[:2]):
         prompt_ids = encode(direct, prompt)
@@ -159,15 +153,9 @@ def test_zero_soft_prompt_on_base_ids_equals_text(
         soft_prompt={**soft, "base_ids": base_ids, "placeholder": "<soft>"},
     )
     # The text prompt splits into the same tokens at the placeholder's boundaries.
-    assert encode(direct, "Review:") + base_ids + encode(direct, " Sentiment:", False) == encode(
-        direct, PROMPTS[2]
-    )
-    np.testing.assert_allclose(
-        with_placeholder, label_logprobs(openai_client, local_server, [PROMPTS[2]]), atol=1e-4
-    )
-    at_start = label_logprobs(
-        openai_client, local_server, [" Sentiment:"], soft_prompt={**soft, "base_ids": base_ids}
-    )
+    assert encode(direct, "Review:") + base_ids + encode(direct, " Sentiment:", False) == encode(direct, PROMPTS[2])
+    np.testing.assert_allclose(with_placeholder, label_logprobs(openai_client, local_server, [PROMPTS[2]]), atol=1e-4)
+    at_start = label_logprobs(openai_client, local_server, [" Sentiment:"], soft_prompt={**soft, "base_ids": base_ids})
     np.testing.assert_allclose(
         at_start, label_logprobs(openai_client, local_server, [inserted + " Sentiment:"]), atol=1e-4
     )
@@ -190,9 +178,7 @@ def test_deep_prompt_of_zeros_changes_nothing(openai_client: Any, local_server: 
         deep_prompt=encode_tensor(rng.normal(0, 1.0, (30, 4, 576))),
     )
     assert np.abs(moved - plain).max() > 1e-2
-    alone = label_logprobs(
-        openai_client, local_server, prompts, deep_prompt={**zeros, "placeholder": "<soft>"}
-    )
+    alone = label_logprobs(openai_client, local_server, prompts, deep_prompt={**zeros, "placeholder": "<soft>"})
     zero_soft = {**encode_tensor(np.zeros((4, 576))), "placeholder": "<soft>"}
     np.testing.assert_allclose(
         alone, label_logprobs(openai_client, local_server, prompts, soft_prompt=zero_soft), atol=1e-4
@@ -304,10 +290,13 @@ def test_malformed_json_and_oversized_body(local_server: LocalServer) -> None:
     assert ok.status_code == 200
 
 
-def test_api_key() -> None:
+def test_api_key_and_model_directory() -> None:
+    """A second server from a plain HF directory (the converted GGUF), behind a bearer key."""
     import openai
 
-    with start_local(api_key="sekrit", batch_window_ms=0) as server:
+    directory = _converted_dir(default_gguf())
+    with start_local(str(directory), api_key="sekrit", batch_window_ms=0) as server:
+        assert server.model_id == directory.name
         body = {"model": server.model_id, "prompt": "Hi", "max_tokens": 1}
         assert post(server, "/completions", body).status_code == 401
         wrong = post(server, "/completions", body, headers={"authorization": "Bearer nope"})

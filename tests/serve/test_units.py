@@ -27,8 +27,7 @@ def test_batcher_merges_queued_jobs_and_keeps_order() -> None:
     batcher: Batcher[int] = Batcher(forward, length=lambda r: -r, window_s=0.05, max_batch=64)
     results: dict[int, list[int]] = {}
     threads = [
-        threading.Thread(target=lambda i=i: results.__setitem__(i, batcher.score([i, i + 100])))
-        for i in range(8)
+        threading.Thread(target=lambda i=i: results.__setitem__(i, batcher.score([i, i + 100]))) for i in range(8)
     ]
     for t in threads:
         t.start()
@@ -42,9 +41,7 @@ def test_batcher_merges_queued_jobs_and_keeps_order() -> None:
 
 def test_batcher_without_window_runs_each_job_alone() -> None:
     sizes: list[int] = []
-    batcher: Batcher[int] = Batcher(
-        lambda rows: sizes.append(len(rows)) or rows, length=int, window_s=0, max_batch=2
-    )
+    batcher: Batcher[int] = Batcher(lambda rows: sizes.append(len(rows)) or rows, length=int, window_s=0, max_batch=2)
     assert batcher.score([1, 2, 3]) == [1, 2, 3]
     assert batcher.call(lambda: "alone") == "alone"
     batcher.close()
