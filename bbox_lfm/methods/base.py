@@ -36,6 +36,15 @@ class Method:
     #: capabilities the provider must have (checked before any query is sent)
     needs: ClassVar[tuple[str, ...]] = ()
 
+    def __init__(self, **hyperparameters: Any) -> None:
+        """Subclasses take their hyperparameters as keyword-only arguments (defaults = the paper's)."""
+        if hyperparameters:
+            raise TypeError(f"{type(self).__name__} takes no hyperparameters; got {sorted(hyperparameters)}")
+
+    def projected_calls(self, task: Any = None) -> int | None:
+        """Search calls the method will send, as its paper counts them (None: not known up front)."""
+        return None
+
     def fit(self, client: Any, task: Any) -> Method:
         """Search through ``client`` on ``task``'s few-shot split."""
         raise NotImplementedError

@@ -262,6 +262,12 @@ class BBT(Method):
     name: ClassVar[str] = "bbt"
     needs: ClassVar[tuple[str, ...]] = ("soft_prompt", "label_words")
 
+    # learned state, filled in by fit()
+    calls_: int
+    stopped_by_: str
+    best_train_loss_: float | None
+    best_dev_: float | None
+
     def __init__(self, *, intrinsic_dim: int = 500, n_prompt_tokens: int = 50, popsize: int = 20,
                  sigma: float = 1.0, alpha: float = 1.0, loss: str = "ce", margin: float = 2.0,
                  budget: int = 8000, eval_every: int = 100, optimizer: str = "cma", init: str = "vocab",
@@ -372,5 +378,5 @@ class BBT(Method):
         self.history_ = list(state["history"])
         self.budget_spent_ = dict(state["budget_spent"])
         self.eval_spent_ = dict(state["eval_spent"])
-        self.extra_ = dict(state["extra"])
+        self.extra_: dict[str, Any] = dict(state["extra"])
         self.calls_ = int(self.extra_.get("calls", 0))
