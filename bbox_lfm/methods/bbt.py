@@ -267,6 +267,7 @@ class BBT(Method):
     stopped_by_: str
     best_train_loss_: float | None
     best_dev_: float | None
+    extra_: dict[str, Any]
 
     def __init__(self, *, intrinsic_dim: int = 500, n_prompt_tokens: int = 50, popsize: int = 20,
                  sigma: float = 1.0, alpha: float = 1.0, loss: str = "ce", margin: float = 2.0,
@@ -378,5 +379,5 @@ class BBT(Method):
         self.history_ = list(state["history"])
         self.budget_spent_ = dict(state["budget_spent"])
         self.eval_spent_ = dict(state["eval_spent"])
-        self.extra_: dict[str, Any] = dict(state["extra"])
+        self.extra_ = dict(state["extra"])
         self.calls_ = int(self.extra_.get("calls", 0))
