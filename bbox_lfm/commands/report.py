@@ -14,8 +14,9 @@ import json
 import statistics
 import sys
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ..errors import ConfigError
 from ..results import read_result

@@ -15,7 +15,8 @@ label-word scoring or top-k logprobs. None of them trains anything:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from ..tasks import Example, Task, fill, macro_f1, score_prompts
 from ..tasks.task import validate_template
 from .base import Method, register
 
-__all__ = ["BestOfN", "ICL", "ZeroShot"]
+__all__ = ["ICL", "BestOfN", "ZeroShot"]
 
 
 class _TextPromptBaseline(Method):

@@ -11,7 +11,8 @@ and seed) of the eval split, and the results say so in ``extra``.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
