@@ -22,7 +22,7 @@ from .config import DEFAULT_MODEL_ID, Device, Dtype
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["LoadedModel", "default_gguf", "load_model", "resolve_device", "resolve_dtype"]
+__all__ = ["LoadedModel", "converted_dir", "default_gguf", "load_model", "resolve_device", "resolve_dtype"]
 
 _log = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ def _models_root() -> Path:
     return Path.home() / ".cache" / "bbox_lfm" / "models"
 
 
-def _converted_dir(gguf: Path) -> Path:
+def converted_dir(gguf: Path) -> Path:
+    """Where the de-quantized copy of ``gguf`` is cached (keyed by its path, size and mtime)."""
     stat = gguf.stat()
     key = f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
     return _models_root() / f"{gguf.stem}-{hashlib.sha256(key).hexdigest()[:12]}"
@@ -99,7 +100,7 @@ def _convert_gguf(gguf: Path) -> Path | None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target = _converted_dir(gguf)
+    target = converted_dir(gguf)
     if (target / "config.json").is_file():
         return target
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bbox_lfm.serve import LocalServer, encode_tensor, start_local
-from bbox_lfm.serve.loading import LoadedModel, _converted_dir, default_gguf, load_model
+from bbox_lfm.serve.loading import LoadedModel, converted_dir, default_gguf, load_model
 
 PROMPTS = [
     "Review: a charming and often affecting journey. Sentiment:",
@@ -294,7 +294,7 @@ def test_api_key_and_model_directory() -> None:
     """A second server from a plain HF directory (the converted GGUF), behind a bearer key."""
     import openai
 
-    directory = _converted_dir(default_gguf())
+    directory = converted_dir(default_gguf())
     with start_local(str(directory), api_key="sekrit", batch_window_ms=0) as server:
         assert server.model_id == directory.name
         body = {"model": server.model_id, "prompt": "Hi", "max_tokens": 1}
