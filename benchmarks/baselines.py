@@ -56,7 +56,9 @@ def main() -> int:
     p.add_argument("--base-url", default=None, help="a running bbox-lfm server (default: start one)")
     p.add_argument("--cache", default=str(HERE / ".cache" / "baselines.sqlite"))
     p.add_argument("--out", default=str(HERE / "results" / "baselines.json"))
-    p.add_argument("--max-concurrency", type=int, default=8)
+    p.add_argument("--max-concurrency", type=int, default=2,
+                   help="requests in flight; on a loaded CPU, many in flight can outlast the client timeout")
+    p.add_argument("--timeout", type=float, default=600.0, help="client timeout per request (s)")
     args = p.parse_args()
 
     server = None
@@ -71,7 +73,8 @@ def main() -> int:
     t_start = time.perf_counter()
     try:
         Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
-        with Client.local(server or args.base_url, cache=args.cache, max_concurrency=args.max_concurrency) as client:
+        with Client.local(server or args.base_url, cache=args.cache, max_concurrency=args.max_concurrency,
+                          timeout=args.timeout) as client:
             tasks = {name: load_task(name) for name in args.tasks}
             for seed in args.seeds:  # every task at the first seed first: a cut-short run still covers them all
                 for name, task in tasks.items():
