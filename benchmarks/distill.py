@@ -88,6 +88,9 @@ class Bench:
             "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                         "python": sys.version.split()[0]},
             "runs": [], "notes": []}
+        if OUT.is_file():  # runs of an earlier invocation with other settings stay, marked as such
+            old = json.loads(OUT.read_text())
+            self.result["previous_invocation"] = {k: old.get(k) for k in ("args", "runs", "gold_only", "speed")}
 
     def save(self) -> None:
         self.encoder.save_cache(self.emb_path)
@@ -142,7 +145,7 @@ class Bench:
         row = {"student": student, "transfer": transfer, "selection": selection, "budget_sequences": budget,
                "teacher_sequences_used": m.n_queried_, "sent_upstream": m.budget_spent_["sequences"],
                "cache_hits": m.budget_spent_["cache_hits"], "transfer_size": len(m.inputs_),
-               "eval": ev, "fit_s": round(fit_s, 1), "curve": m.curve_,
+               "student_config": m.student_.get_config(), "eval": ev, "fit_s": round(fit_s, 1), "curve": m.curve_,
                "stats": {k: v for k, v in m.stats_.items() if k != "fit_s"}}
         self.result["runs"].append(row)
         print(f"{student} {transfer:9s} {selection:6s} {budget:5d}: acc {ev['accuracy']:.4f} "
@@ -171,7 +174,7 @@ class Bench:
         self.result["speed"] = {"n": len(inputs), "teacher_s_per_example": teacher_s,
                                 "student_s_per_example": student_s, "speedup": teacher_s / student_s,
                                 "student": student.name, "load_avg_1m": os.getloadavg()[0],
-                                "how": "teacher: one request per text, 16 concurrent, cache off, through the local "
+                                "how": f"teacher: one request per text, {self.client.max_concurrency} concurrent, cache off, through the local "
                                        "server (dynamic batching, bf16 if the server uses it); student: batches of 64 "
                                        "texts sorted by length, fp32 torch, no embedding cache; both on this shared "
                                        "2-core CPU"}

@@ -327,7 +327,10 @@ def _make_head(dim: int, n_classes: int, hidden: int) -> Any:
 
 
 class MiniLMHead(Student):
-    """Frozen all-MiniLM-L6-v2 embeddings + a linear (``hidden=0``) or MLP head, trained full-batch.
+    """Frozen all-MiniLM-L6-v2 embeddings + a linear (``hidden=0``, default) or MLP head, trained full-batch.
+
+    Linear by default: distilling SmolLM2 on SST-2 from 300 teacher answers, the linear head
+    agreed with the teacher on 0.727 of the eval subsample, a 256-unit MLP on 0.630 (it overfits).
 
     ``epochs`` full-batch AdamW steps (``lr``, ``weight_decay``): with a few thousand cached
     384-d embeddings one step takes about a millisecond, so the head is retrained from scratch in
@@ -336,7 +339,7 @@ class MiniLMHead(Student):
 
     name = "minilm-head"
 
-    def __init__(self, *, n_classes: int = 2, hidden: int = 256, epochs: int = 300, lr: float = 3e-3,
+    def __init__(self, *, n_classes: int = 2, hidden: int = 0, epochs: int = 300, lr: float = 3e-3,
                  weight_decay: float = 1e-2, temperature: float = 2.0, alpha: float = 0.5, max_length: int = 128,
                  seed: int = 0):
         super().__init__(n_classes=n_classes, temperature=temperature, alpha=alpha, max_length=max_length, seed=seed)
