@@ -20,8 +20,9 @@ class ServeConfig:
 
     ``model`` is None for the embedded SmolLM2 GGUF, a local Hugging Face model directory, or a
     path to a ``.gguf`` file. ``dtype="auto"`` means float32: on the 2-core AVX2 CPU this was
-    built on (no AMX), bfloat16 ran about 6x slower and its answer-position log-probabilities
-    differed from float32 by up to 0.39 nats, beyond the 0.05 tolerance we accept for a default.
+    built on (no AMX), bfloat16 ran at 0.15-0.55x the speed of float32 and its log-probabilities
+    differed by up to 0.39 nats (0.10 on label words), beyond the 0.05 tolerance we accept for a
+    default (``benchmarks/server.py`` measures both).
     ``batch_window_ms=0`` switches cross-request batching off; ``max_batch`` caps the rows of
     one forward pass (1 = every sequence alone).
     """
