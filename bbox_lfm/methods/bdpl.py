@@ -59,6 +59,7 @@ import numpy as np
 
 from ..budget import Budget
 from ..errors import BudgetExhausted, ConfigError, check
+from ..tasks.evaluate import CHUNK
 from ..tasks.metrics import metrics_from_predictions
 from ..vocab import candidate_vocabulary, load_candidates
 from .base import Method, register
@@ -373,9 +374,13 @@ class BDPL(Method):
             self.task_ = load_task(self.task_source_)
         if not examples:
             return np.zeros(0, dtype=int)
-        sc = self._score(client, self.best_prompt_, examples)
-        self.predict_misses_ = getattr(self, "predict_misses_", 0) + sc.misses
-        return sc.predictions()
+        # fixed-size requests, as tasks.evaluate sends them: small enough to be answered in time
+        # on a busy CPU, and the same requests on every rerun, so the cache replays them
+        chunks = [list(examples[i:i + CHUNK]) for i in range(0, len(examples), CHUNK)]
+        with ThreadPoolExecutor(max_workers=min(len(chunks), client.max_concurrency)) as pool:
+            scores = list(pool.map(lambda c: self._score(client, self.best_prompt_, c, 1), chunks))
+        self.predict_misses_ = getattr(self, "predict_misses_", 0) + sum(sc.misses for sc in scores)
+        return np.concatenate([sc.predictions() for sc in scores])
 
     def state(self) -> dict[str, Any]:
         """The learned state as JSON."""
