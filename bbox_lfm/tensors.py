@@ -15,18 +15,23 @@ import numpy as np
 
 from .errors import ConfigError, check
 
-__all__ = ["decode", "encode"]
+__all__ = ["decode", "encode", "to_wire"]
 
 _DTYPE = "float32"
 
 
+def to_wire(array: Any) -> dict[str, Any]:
+    """The wire form ``{"shape", "dtype": "float32", "data": base64 of little-endian bytes}``,
+    unchecked (the server's tests use it to send NaN on purpose)."""
+    a = np.ascontiguousarray(np.asarray(array, dtype="<f4"))
+    return {"shape": list(a.shape), "dtype": _DTYPE, "data": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
 def encode(array: Any, **fields: Any) -> dict[str, Any]:
     """``array`` as ``{"shape", "dtype": "float32", "data"}`` plus any extra ``fields``
-    (the server's ``base_ids`` or ``placeholder``)."""
-    a = np.ascontiguousarray(np.asarray(array, dtype="<f4"))
-    check(bool(np.isfinite(a).all()), "array", "finite values only", "NaN or inf")
-    return {"shape": list(a.shape), "dtype": _DTYPE, "data": base64.b64encode(a.tobytes()).decode("ascii"),
-            **fields}
+    (the server's ``base_ids`` or ``placeholder``); NaN and inf are refused."""
+    check(bool(np.isfinite(np.asarray(array, dtype=np.float64)).all()), "array", "finite values only", "NaN or inf")
+    return {**to_wire(array), **fields}
 
 
 def decode(spec: Mapping[str, Any]) -> np.ndarray:

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from ..tensors import to_wire
 from .engine import PromptTensors
 from .errors import InvalidRequest
 from .protocol import TensorPayload
@@ -16,13 +17,8 @@ __all__ = ["decode_tensor", "encode_tensor", "prompt_tensors"]
 
 
 def encode_tensor(array: np.ndarray) -> dict[str, object]:
-    """The wire form of ``array``: ``{"shape", "dtype": "float32", "data": base64}``."""
-    data = np.ascontiguousarray(array, dtype="<f4")
-    return {
-        "shape": list(data.shape),
-        "dtype": "float32",
-        "data": base64.b64encode(data.tobytes()).decode("ascii"),
-    }
+    """The wire form of ``array``: ``{"shape", "dtype": "float32", "data": base64}`` (unchecked)."""
+    return to_wire(array)
 
 
 def decode_tensor(payload: TensorPayload, name: str, expected: list[int | str]) -> np.ndarray:
