@@ -38,8 +38,9 @@ def open_client(args: argparse.Namespace, budget: Budget | None = None) -> Itera
     """A client for the provider the flags name; with --local, a server is started and stopped."""
     server: Any = None
     try:
-        kw: dict[str, Any] = dict(api_key=args.api_key, provider=args.provider, budget=budget,
-                                  cache=args.cache, cache_mode=args.cache_mode, max_concurrency=args.max_concurrency)
+        kw: dict[str, Any] = {"api_key": args.api_key, "provider": args.provider, "budget": budget,
+                              "cache": args.cache, "cache_mode": args.cache_mode,
+                              "max_concurrency": args.max_concurrency}
         if args.model:
             kw["model"] = args.model
         if args.local:
@@ -56,6 +57,8 @@ def open_client(args: argparse.Namespace, budget: Budget | None = None) -> Itera
             client = Client(args.base_url, **kw)
         with client:
             yield client
+            # every command that queried a provider ends with what it spent
+            print("budget (whole run):\n" + client.budget.format(), file=sys.stderr)
     finally:
         if server is not None:
             server.stop()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import sys
 from typing import Any
 
 from ..errors import ConfigError
@@ -89,6 +88,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"eval {ev.get('accuracy')} (n={ev.get('n')}), dev {dev.get('accuracy')}; "
               f"search calls sent {result.budget_spent['calls']} (cache hits {result.budget_spent['cache_hits']}), "
               f"eval calls sent {result.eval_spent['calls']}; wall {result.wall_s:.1f}s -> {args.out}")
-        print("budget (whole run):", file=sys.stdout)
-        print(client.budget.format())
     return 0
