@@ -10,8 +10,9 @@ so far. After ``fit``: ``best_prompt_`` (JSON-able), ``curve_`` (``[{calls, dev_
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Sequence, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 

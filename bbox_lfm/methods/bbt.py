@@ -261,6 +261,8 @@ class BBT(Method):
 
     name: ClassVar[str] = "bbt"
     needs: ClassVar[tuple[str, ...]] = ("soft_prompt", "label_words")
+    #: the request-body field that carries the learned prompt
+    prompt_field: ClassVar[str] = "soft_prompt"
 
     # learned state, filled in by fit()
     calls_: int
@@ -345,9 +347,9 @@ class BBT(Method):
     # -- using the result -------------------------------------------------------------------
 
     def predict(self, client: Any, examples: Sequence[Any]) -> np.ndarray:
-        """Predicted label index for each example, with the selected prompt."""
+        """Predicted label index for each example, with the selected (soft or deep) prompt."""
         if not hasattr(self, "best_prompt_"):
-            raise ConfigError("predict must be called after fit (or load); got an unfitted BBT")
+            raise ConfigError(f"predict must be called after fit (or load); got an unfitted {type(self).__name__}")
         if not hasattr(self, "task_"):
             from ..tasks import load_task
 
@@ -358,7 +360,7 @@ class BBT(Method):
 
         prompts = [self.task_.format(ex) for ex in examples]
         logprobs, _ = score_prompts(client, prompts, self.task_.label_words,
-                                    extra={"soft_prompt": self.best_prompt_}, progress=False)
+                                    extra={self.prompt_field: self.best_prompt_}, progress=False)
         return np.asarray(logprobs.argmax(axis=1))
 
     def state(self) -> dict[str, Any]:

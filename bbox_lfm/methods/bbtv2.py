@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ConfigError, ProviderError, check
+from ..errors import ProviderError, check
 from ..optim import make_optimizer
 from ..tensors import encode
 from .base import register
@@ -91,6 +91,7 @@ class BBTv2(BBT):
 
     name: ClassVar[str] = "bbtv2"
     needs: ClassVar[tuple[str, ...]] = ("deep_prompt", "hidden_stats", "label_words")
+    prompt_field: ClassVar[str] = "deep_prompt"
 
     def __init__(self, *, intrinsic_dim: int = 500, n_prompt_tokens: int = 50, popsize: int = 20,
                  sigma: float = 0.2, alpha: float = 0.2, loss: str = "ce", margin: float = 2.0,
@@ -199,23 +200,6 @@ class BBTv2(BBT):
         return {"deep_prompt": self._deep({tag: z})}
 
     # -- using the result -------------------------------------------------------------------
-
-    def predict(self, client: Any, examples: Sequence[Any]) -> np.ndarray:
-        """Predicted label index for each example, with the selected deep prompt."""
-        if not hasattr(self, "best_prompt_"):
-            raise ConfigError("predict must be called after fit (or load); got an unfitted BBTv2")
-        if not hasattr(self, "task_"):
-            from ..tasks import load_task
-
-            self.task_ = load_task(self.task_source_)
-        if not examples:
-            return np.zeros(0, dtype=int)
-        from ..tasks import score_prompts
-
-        prompts = [self.task_.format(ex) for ex in examples]
-        logprobs, _ = score_prompts(client, prompts, self.task_.label_words,
-                                    extra={"deep_prompt": self.best_prompt_}, progress=False)
-        return np.asarray(logprobs.argmax(axis=1))
 
     def state(self) -> dict[str, Any]:
         """One z per layer, the seed of the A_l, the deep prompt tensor and the search's record."""
