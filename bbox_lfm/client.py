@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlparse
 
 from .adapters.base import Sender
@@ -96,6 +96,7 @@ class Client:
         self.store = self._open_store(cache) if cache_mode != "off" else None
         self._owns_store = self.store is not None and (cache is None or isinstance(cache, (str, os.PathLike)))
         self._budgeted: Sender = BudgetLayer(self._upstream, self.budget)
+        self._hit_budgets: tuple[Budget, ...] = (self.budget,)  # a hit is counted in every enclosing budget
         self._stack = self._build_stack()
         self._model_info: dict[str, Any] | None = None
         self._info_lock = threading.Lock()
@@ -136,8 +137,14 @@ class Client:
     def _build_stack(self) -> Sender:
         if self.store is None:
             return self._budgeted
+        budgets = self._hit_budgets
+
+        def on_hit(response: Response) -> None:
+            for b in budgets:
+                b.record_hit(response)
+
         return CacheLayer(self._budgeted, self.store, mode=self.cache_mode, base_url=self.cache_namespace,
-                          on_hit=self.budget.record_hit)
+                          on_hit=on_hit)
 
     def with_budget(self, budget: Budget | None = None) -> Client:
         """A client sharing this one's provider, cache, rate limits and connections, with its own
@@ -149,6 +156,7 @@ class Client:
         other.budget = budget if budget is not None else Budget()
         other.budget.price = self.profile.price(self.model)
         other._budgeted = BudgetLayer(self._budgeted, other.budget)
+        other._hit_budgets = (*self._hit_budgets, other.budget)
         other._stack = other._build_stack()
         return other
 
@@ -273,7 +281,7 @@ class Client:
         if self._owns_store and self.store is not None:
             self.store.close()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

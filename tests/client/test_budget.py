@@ -115,3 +115,16 @@ def test_report_and_format() -> None:
 def test_bad_limits_are_rejected() -> None:
     with pytest.raises(ConfigError, match="calls must be None or a number >= 0; got -1"):
         Budget(calls=-1)
+
+
+def test_cache_hits_count_in_enclosing_budgets_too() -> None:
+    from bbox_lfm.stores import MemoryStore
+
+    outer = Budget()
+    c = Client("http://mock/v1", adapter=MockAdapter(answer), provider="openai", model="gpt-4o", api_key="sk-x",
+               cache=MemoryStore(), budget=outer)
+    inner = c.with_budget(Budget(calls=5))
+    inner.send(Query(prompt="a"))
+    inner.send(Query(prompt="a"))
+    assert inner.budget.summary()["cache_hits"] == 1 and outer.summary()["cache_hits"] == 1
+    assert outer.summary()["calls"] == 1
