@@ -265,23 +265,27 @@ class Engine:
                     break
                 keep, stop = wider, stop + 1
             chunk = seqs[start:stop]
-            embeds, mask, positions, deep = self._inputs(chunk)
-            self._deep = deep
-            try:
-                with torch.inference_mode():
-                    out = self.model(
-                        inputs_embeds=embeds,
-                        attention_mask=mask,
-                        position_ids=positions,
-                        use_cache=False,
-                        logits_to_keep=keep,
-                    )
-                    logp = torch.log_softmax(out.logits.float(), dim=-1).cpu()
-            finally:
-                self._deep = None
+            out, _, _ = self._prefill(chunk, use_cache=False, keep=keep)
+            with torch.inference_mode():
+                logp = torch.log_softmax(out.logits.float(), dim=-1).cpu()
             results += [logp[row, keep - seq.keep :] for row, seq in enumerate(chunk)]
             start = stop
         return results
+
+    def _prefill(self, seqs: list[Sequence], *, use_cache: bool, keep: int) -> Any:
+        """One forward pass over ``seqs`` with their soft and deep prompts in place; returns the
+        model output with the attention mask and position ids (generation continues from them)."""
+        import torch
+
+        embeds, mask, positions, deep = self._inputs(seqs)
+        self._deep = deep
+        try:
+            with torch.inference_mode():
+                out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                                 use_cache=use_cache, logits_to_keep=keep)
+        finally:
+            self._deep = None
+        return out, mask, positions
 
     def hidden_stats(self, seqs: list[Sequence], *, clip: bool) -> tuple[list[float], int]:
         """Std of the hidden states entering each layer over all real positions, and their count."""
@@ -326,22 +330,10 @@ class Engine:
             generator.seed()
         else:
             generator.manual_seed(seed)
-        embeds, mask, positions, deep = self._inputs(seqs)
+        # the deep prompt acts on the prompt positions only, i.e. on the prefill
+        out, mask, positions = self._prefill(seqs, use_cache=True, keep=1)
         outs = [Generated() for _ in seqs]
         done = [False] * len(seqs)
-        self._deep = deep
-        try:
-            with torch.inference_mode():
-                out = self.model(
-                    inputs_embeds=embeds,
-                    attention_mask=mask,
-                    position_ids=positions,
-                    use_cache=True,
-                    logits_to_keep=1,
-                )
-        finally:
-            # The deep prompt acts on the prompt positions only, i.e. on the prefill.
-            self._deep = None
         with torch.inference_mode():
             for step in range(max_tokens):
                 logits = out.logits[:, -1].float()
