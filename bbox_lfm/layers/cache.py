@@ -98,9 +98,10 @@ class CacheLayer:
                 where = f"; {describe()}" if describe is not None else ""
                 raise CacheMiss(key, query.describe() + where)
         response = self.inner.send(query)
+        qjson, rjson = query.to_json(), response.to_json()  # each built once: this is the miss hot path
         self.store.put(key, {
-            "query": {**query.to_json(), "extra": compact(query.to_json()["extra"])}, "response": response.to_json(), "base_url": self.base_url,
+            "query": {**qjson, "extra": compact(qjson["extra"])}, "response": rjson, "base_url": self.base_url,
             "created_at": time.time(), "latency_s": response.latency_s,
-            "usage": response.to_json()["usage"], "cost_usd": response.cost_usd,
+            "usage": rjson["usage"], "cost_usd": response.cost_usd,
         })
         return response
