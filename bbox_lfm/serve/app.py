@@ -130,6 +130,7 @@ def build_app(config: ServeConfig) -> ServerApp:
         length=length,
         window_s=config.batch_window_ms / 1000,
         max_batch=config.max_batch,
+        plan=engine.plan,
     )
     service = Service(engine, batcher, config)
     app = FastAPI(title="bbox-lfm local provider", version="1")

@@ -4,8 +4,9 @@ Request threads call `Batcher.score` (rows whose log-probs they need) or `Batche
 other model work: generation, hidden statistics) and block until the worker has done it. The
 worker takes the oldest job; for scoring it then waits up to ``window_s`` for more scoring
 jobs, up to ``max_batch`` rows, sorts all their rows by length (less padding) and runs them in
-forward passes of at most ``max_batch`` rows. ``window_s=0`` turns merging across requests
-off: each request's rows are then run on their own.
+forward passes of at most ``max_batch`` rows, or cuts them as a ``plan`` function says (the
+engine's plan keeps rows that share a long prefix together, so the prefix is computed once).
+``window_s=0`` turns merging across requests off: each request's rows are then run on their own.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ _STOP = object()
 class Batcher(Generic[R]):
     """Runs ``forward(rows) -> results`` (one result per row) on a single worker thread.
 
-    ``length(row)`` orders rows before they are cut into forward passes.
+    ``length(row)`` orders rows before they are cut into forward passes; ``plan(rows,
+    max_batch)``, when given, replaces that: it returns the forward passes as lists of row indices.
     """
 
     def __init__(
@@ -52,9 +54,11 @@ class Batcher(Generic[R]):
         length: Callable[[Any], int],
         window_s: float = 0.005,
         max_batch: int = 64,
+        plan: Callable[[list[Any], int], list[list[int]]] | None = None,
     ) -> None:
         self._forward = forward
         self._length = length
+        self._plan = plan
         self.window_s = window_s
         self.max_batch = max_batch
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -133,11 +137,15 @@ class Batcher(Generic[R]):
             job.future.set_result(results[start : start + len(job.rows)])
             start += len(job.rows)
 
-    def _forward_sorted(self, rows: list[Any]) -> list[R]:
+    def _chunks(self, rows: list[Any]) -> list[list[int]]:
+        if self._plan is not None:
+            return self._plan(rows, self.max_batch)
         order = sorted(range(len(rows)), key=lambda i: self._length(rows[i]))
+        return [order[start : start + self.max_batch] for start in range(0, len(order), self.max_batch)]
+
+    def _forward_sorted(self, rows: list[Any]) -> list[R]:
         results: list[Any] = [None] * len(rows)
-        for start in range(0, len(order), self.max_batch):
-            chunk = order[start : start + self.max_batch]
+        for chunk in self._chunks(rows):
             self.forward_calls += 1
             for index, result in zip(chunk, self._forward([rows[i] for i in chunk])):
                 results[index] = result

@@ -8,7 +8,9 @@ request threads and is cached and locked.
 from __future__ import annotations
 
 import functools
+import hashlib
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,14 @@ __all__ = ["Engine", "Generated", "PromptTensors", "Sequence", "SoftSpan"]
 # Rows x kept positions x vocabulary of one forward's logits; echo rows are chunked under it
 # so a batch of long echo requests cannot allocate gigabytes of logits at once.
 _MAX_LOGIT_POSITIONS = 2048
+# Rows sharing at least this many leading positions (same ids, same soft prompt) have their common
+# prefix run once and its keys/values reused: the demonstrations of in-context learning, a soft
+# prompt and a template's head cost one pass instead of one per row.
+_MIN_SHARED_PREFIX = 24
+# Rows x prefix positions of a shared-prefix pass: the prefix's keys/values are copied per row.
+_MAX_SHARED_POSITIONS = 8192
+# How many computed prefixes (keys/values for one row) are kept for later batches and requests.
+_PREFIX_CACHE_SIZE = 4
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,7 @@ class SoftSpan:
     values: torch.Tensor  # (n, D), model dtype and device
     replace: bool  # no base_ids: the embeddings there are `values` alone
     deep: torch.Tensor | None  # (L, n, D)
+    key: bytes = b""  # digest of start, values and deep values: equal spans have equal keys
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,11 @@ class Engine:
         # Per-forward hook state, set and cleared by the worker thread around each call.
         self._deep: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._capture: tuple[torch.Tensor, list[torch.Tensor]] | None = None
+        # (soft key, prefix ids) -> per-layer (keys, values) of one row; worker thread only
+        self._prefixes: OrderedDict[tuple[bytes, tuple[int, ...]], list[tuple[torch.Tensor, torch.Tensor]]] = (
+            OrderedDict()
+        )
+        self.prefix_stats = {"shared_passes": 0, "prefix_hits": 0, "prefix_positions_saved": 0}
         layers = _find_layers(self.model, self.num_layers)
         for index, layer in enumerate(layers):
             layer.register_forward_pre_hook(self._make_hook(index), with_kwargs=True)
@@ -184,10 +200,14 @@ class Engine:
         import torch
 
         values = torch.from_numpy(prompt.values).to(self.device, self.dtype)
+        digest = hashlib.blake2b(f"{start}:{prompt.base_ids is None}:".encode(), digest_size=16)
+        digest.update(np.ascontiguousarray(prompt.values).tobytes())
         deep = None
         if prompt.deep is not None:
             deep = torch.from_numpy(prompt.deep).to(self.device, self.dtype)
-        return SoftSpan(start=start, values=values, replace=prompt.base_ids is None, deep=deep)
+            digest.update(np.ascontiguousarray(prompt.deep).tobytes())
+        return SoftSpan(start=start, values=values, replace=prompt.base_ids is None, deep=deep,
+                        key=digest.digest())
 
     # -- forward passes (worker thread only) ---------------------------------------------
 
@@ -247,13 +267,72 @@ class Engine:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         return embeds, mask, positions, deep
 
+    @staticmethod
+    def _soft_key(seq: Sequence) -> bytes:
+        return b"" if seq.soft is None else seq.soft.key
+
+    @staticmethod
+    def shared_prefix(seqs: list[Sequence]) -> int:
+        """How many leading positions all ``seqs`` can share (0 when fewer than the minimum).
+
+        The rows must have the same soft prompt, lying wholly inside the prefix, and every kept
+        position must lie after it.
+        """
+        if len(seqs) < 2:
+            return 0
+        first = seqs[0]
+        key = Engine._soft_key(first)
+        limit = min(len(s.ids) - s.keep for s in seqs)
+        if any(Engine._soft_key(s) != key for s in seqs[1:]):
+            return 0
+        n = 0
+        for position in range(limit):
+            token = first.ids[position]
+            if any(s.ids[position] != token for s in seqs[1:]):
+                break
+            n = position + 1
+        if first.soft is not None and first.soft.start + first.soft.values.shape[0] > n:
+            return 0
+        return n if n >= _MIN_SHARED_PREFIX else 0
+
+    def plan(self, seqs: list[Sequence], max_batch: int) -> list[list[int]]:
+        """Cut a merged batch into forward passes: rows sharing a long prefix (same soft prompt,
+        same leading ids) go together, sorted by length; the rest by length, ``max_batch`` a pass."""
+        order = sorted(range(len(seqs)), key=lambda i: (self._soft_key(seqs[i]), seqs[i].ids))
+        passes: list[list[int]] = []
+        rest: list[int] = []
+        start = 0
+        while start < len(order):
+            stop = start + 1
+            head = seqs[order[start]].ids[:_MIN_SHARED_PREFIX]
+            key = self._soft_key(seqs[order[start]])
+            while (stop < len(order) and seqs[order[stop]].ids[:_MIN_SHARED_PREFIX] == head
+                   and self._soft_key(seqs[order[stop]]) == key):
+                stop += 1
+            group = order[start:stop]
+            shared = self.shared_prefix([seqs[i] for i in group]) if len(head) == _MIN_SHARED_PREFIX else 0
+            if shared:
+                group.sort(key=lambda i: len(seqs[i].ids))
+                rows = max(2, min(max_batch, _MAX_SHARED_POSITIONS // shared))
+                passes += [group[i : i + rows] for i in range(0, len(group), rows)]
+            else:
+                rest += group
+            start = stop
+        rest.sort(key=lambda i: len(seqs[i].ids))
+        passes += [rest[i : i + max_batch] for i in range(0, len(rest), max_batch)]
+        return passes
+
     def logprobs(self, seqs: list[Sequence]) -> list[torch.Tensor]:
         """Next-token log-probs (float32, CPU) at the last ``keep`` positions of each sequence.
 
         The LM head runs only on the kept positions (``logits_to_keep``), not the whole sequence.
+        Rows that share a long prefix (see :meth:`shared_prefix`) run it once.
         """
         import torch
 
+        shared = self.shared_prefix(seqs)
+        if shared and max(s.keep for s in seqs) * len(seqs) <= _MAX_LOGIT_POSITIONS:
+            return self._logprobs_shared(seqs, shared)
         results: list[torch.Tensor] = []
         start = 0
         while start < len(seqs):
@@ -271,6 +350,52 @@ class Engine:
             results += [logp[row, keep - seq.keep :] for row, seq in enumerate(chunk)]
             start = stop
         return results
+
+    def _prefix_kv(self, seq: Sequence, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer keys and values of ``seq``'s first ``n`` positions (one row), from a small LRU."""
+        key = (self._soft_key(seq), seq.ids[:n])
+        cached = self._prefixes.get(key)
+        if cached is not None:
+            self._prefixes.move_to_end(key)
+            self.prefix_stats["prefix_hits"] += 1
+            return cached
+        out, _, _ = self._prefill([Sequence(seq.ids[:n], 1, seq.soft)], use_cache=True, keep=1)
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        self._prefixes[key] = kv
+        while len(self._prefixes) > _PREFIX_CACHE_SIZE:
+            self._prefixes.popitem(last=False)
+        return kv
+
+    def _logprobs_shared(self, seqs: list[Sequence], n: int) -> list[torch.Tensor]:
+        """`logprobs` for rows whose first ``n`` positions are the same: the prefix runs once (or
+        comes from the prefix LRU), then the left-padded suffixes run against its keys/values."""
+        import torch
+        from transformers import DynamicCache
+
+        kv = self._prefix_kv(seqs[0], n)
+        rows = len(seqs)
+        cache = DynamicCache(config=self.model.config)
+        for index, (keys, values) in enumerate(kv):
+            cache.update(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1), index)
+        width = max(len(s.ids) for s in seqs) - n
+        ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        suffix_mask = torch.zeros((rows, width), dtype=torch.long)
+        for row, seq in enumerate(seqs):
+            tail = seq.ids[n:]
+            ids[row, width - len(tail) :] = torch.tensor(tail, dtype=torch.long)
+            suffix_mask[row, width - len(tail) :] = 1
+        ids, suffix_mask = ids.to(self.device), suffix_mask.to(self.device)
+        mask = torch.cat([suffix_mask.new_ones((rows, n)), suffix_mask], dim=-1)
+        positions = n + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
+        keep = max(s.keep for s in seqs)
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+                             use_cache=True, logits_to_keep=keep)
+            logp = torch.log_softmax(out.logits.float(), dim=-1).cpu()
+        self.prefix_stats["shared_passes"] += 1
+        self.prefix_stats["prefix_positions_saved"] += n * (rows - 1)
+        return [logp[row, keep - seq.keep :] for row, seq in enumerate(seqs)]
 
     def _prefill(self, seqs: list[Sequence], *, use_cache: bool, keep: int) -> Any:
         """One forward pass over ``seqs`` with their soft and deep prompts in place; returns the

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .engine import Engine, Generated, PromptTensors, Sequence
+from .engine import Engine, Generated, PromptTensors, Sequence, SoftSpan
 from .errors import InvalidRequest
 from .protocol import ChatRequest, CompletionRequest, HiddenStatsRequest
 from .tensors import prompt_tensors
@@ -121,6 +121,7 @@ class Service:
             vocab_size=e.vocab_size,
         )
         prompts = []
+        spans: dict[int, SoftSpan] = {}
         for index, text in enumerate(texts):
             ids, start = e.build(text, specials=specials, prompt=tensors, index=index)
             if not ids:
@@ -132,7 +133,9 @@ class Service:
                     param="prompt",
                     code="context_length_exceeded",
                 )
-            soft = None if tensors is None or start is None else e.soft_span(tensors, start)
+            soft = None if tensors is None or start is None else spans.get(start)
+            if soft is None and tensors is not None and start is not None:
+                soft = spans[start] = e.soft_span(tensors, start)  # one per request: rows share it
             prompts.append(_Prompt(text, Sequence(ids, 0, soft)))
         return prompts, tensors
 
@@ -443,6 +446,7 @@ class Service:
             vocab_size=e.vocab_size,
         )
         rows = []
+        spans: dict[int, SoftSpan] = {}
         for index, text in enumerate(texts):
             ids, start = e.build(text, specials=True, prompt=tensors, index=index)
             if not ids or len(ids) > e.context_length:
@@ -450,7 +454,9 @@ class Service:
                     f"input {index} must have 1..{e.context_length} tokens; got {len(ids)}",
                     param="input",
                 )
-            soft = None if tensors is None or start is None else e.soft_span(tensors, start)
+            soft = None if tensors is None or start is None else spans.get(start)
+            if soft is None and tensors is not None and start is not None:
+                soft = spans[start] = e.soft_span(tensors, start)
             rows.append(Sequence(ids, 1, soft))
         layer_std, n_tokens = self.batcher.call(lambda: e.hidden_stats(rows, clip=req.clip))
         return {

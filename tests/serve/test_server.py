@@ -208,6 +208,42 @@ def test_concurrent_requests_equal_sequential(openai_client: Any, local_server: 
     assert local_server.app.batcher.forward_calls - calls_before < 2 * len(prompts)
 
 
+DEMOS = (
+    "Review: a gripping and funny film. Sentiment: positive\n"
+    "Review: dull, slow and far too long. Sentiment: negative\n"
+    "Review: the best thing I have seen all year. Sentiment: positive\n"
+    "Review: nothing works in this picture. Sentiment: negative\n"
+)
+
+
+@pytest.mark.parametrize("prompted", [False, True], ids=["text", "soft+deep"])
+def test_shared_prefix_runs_once_and_changes_nothing(
+    openai_client: Any, local_server: LocalServer, prompted: bool
+) -> None:
+    """In-context demonstrations (and a soft/deep prompt) shared by a request's prompts are run
+    once; the label-word scores equal those of each prompt sent alone."""
+    rng = np.random.default_rng(3)
+    extra: dict[str, Any] = {}
+    if prompted:
+        extra = {"soft_prompt": encode_tensor(rng.normal(0, 0.02, (4, 576)).astype(np.float32)),
+                 "deep_prompt": encode_tensor(rng.normal(0, 0.02, (30, 4, 576)).astype(np.float32))}
+    prompts = [DEMOS + p for p in PROMPTS]
+    engine = local_server.app.service.engine
+    before = dict(engine.prefix_stats)
+    together = label_logprobs(openai_client, local_server, prompts, **extra)
+    assert engine.prefix_stats["shared_passes"] > before["shared_passes"]
+    saved = engine.prefix_stats["prefix_positions_saved"] - before["prefix_positions_saved"]
+    # at least the demonstrations (and the soft slots), for every row but the first
+    assert saved >= 3 * len(engine.encode(DEMOS, specials=True))
+    alone = np.concatenate([label_logprobs(openai_client, local_server, [p], **extra) for p in prompts])
+    np.testing.assert_allclose(together, alone, atol=1e-4)
+    # a different soft prompt must not reuse the cached prefix of the first
+    if prompted:
+        other = {**extra, "soft_prompt": encode_tensor(rng.normal(0, 0.5, (4, 576)).astype(np.float32))}
+        changed = label_logprobs(openai_client, local_server, prompts, **other)
+        assert np.abs(changed - together).max() > 1e-3
+
+
 def _b64(array: np.ndarray) -> str:
     return base64.b64encode(np.asarray(array, dtype="<f4").tobytes()).decode()
 
