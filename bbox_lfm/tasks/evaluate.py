@@ -23,10 +23,14 @@ def score_prompts(client: Any, prompts: Sequence[str], label_words: Sequence[str
                   extra: Mapping[str, Any] | None = None, progress: bool = True,
                   desc: str = "scoring") -> tuple[np.ndarray, int]:
     """``(logprobs [n, K], misses)`` for ``label_words`` after each prompt, through the client's
-    scoring primitive, ``CHUNK`` prompts per request and ``client.max_concurrency`` requests in
-    flight (the local server batches concurrent requests into shared forward passes)."""
+    scoring primitive, ``CHUNK`` prompts of similar length per request and
+    ``client.max_concurrency`` requests in flight (the local server batches concurrent requests into
+    shared forward passes)."""
     prompts = list(prompts)
-    chunks = [prompts[i:i + CHUNK] for i in range(0, len(prompts), CHUNK)]
+    # Requests of prompts of similar length: a batch is padded to its longest prompt, so chunks of
+    # the split's own order would waste about half of every forward pass on padding.
+    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+    chunks = [[prompts[i] for i in order[at:at + CHUNK]] for at in range(0, len(order), CHUNK)]
     if not chunks:
         return np.zeros((0, len(label_words))), 0
 
@@ -45,7 +49,9 @@ def score_prompts(client: Any, prompts: Sequence[str], label_words: Sequence[str
     with ThreadPoolExecutor(max_workers=min(client.max_concurrency, len(chunks))) as pool:
         results = list(pool.map(counted, chunks))
     bar.close()
-    return np.concatenate([r.logprobs for r in results]), sum(r.misses for r in results)
+    logprobs = np.empty((len(prompts), len(label_words)))
+    logprobs[order] = np.concatenate([r.logprobs for r in results])
+    return logprobs, sum(r.misses for r in results)
 
 
 def evaluate(client: Any, task: Task, examples: Sequence[Example] | str, *, prompt: str = "",

@@ -43,6 +43,9 @@ def test_mock_evaluation_matches_sklearn(mock_client) -> None:  # type: ignore[n
     sent = client.adapter.queries
     assert len(sent) == -(-101 // CHUNK) and all(len(q.prompt) <= CHUNK for q in sent)
     assert all(q.extra["label_words"] == [" World", " Sports", " Business"] for q in sent)
+    # requests carry prompts of similar length (less padding); results still come back in order
+    lengths = [len(p) for q in sorted(sent, key=lambda q: len(q.prompt[0])) for p in q.prompt]
+    assert lengths == sorted(lengths) and len(set(lengths)) > 1
 
 
 def test_limit_is_a_seeded_subsample_and_cached(mock_client) -> None:  # type: ignore[no-untyped-def]
