@@ -37,6 +37,14 @@ class _CallJob:
     future: Future[Any] = field(default_factory=Future)
 
 
+@dataclass
+class _MergeJob:
+    key: Any
+    item: Any
+    fn: Callable[[list[Any]], list[Any]]
+    future: Future[Any] = field(default_factory=Future)
+
+
 _STOP = object()
 
 
@@ -63,6 +71,7 @@ class Batcher(Generic[R]):
         self.max_batch = max_batch
         self._queue: queue.Queue[Any] = queue.Queue()
         self.forward_calls = 0  # read by the benchmark and tests: forwards actually run
+        self.merged_jobs = 0  # `merge` jobs that ran together with at least one other
         self._thread = threading.Thread(target=self._loop, name="bbox-lfm-batcher", daemon=True)
         self._thread.start()
 
@@ -81,6 +90,14 @@ class Batcher(Generic[R]):
         result: T = job.future.result()
         return result
 
+    def merge(self, key: Any, item: Any, fn: Callable[[list[Any]], list[Any]], *, size: int = 1) -> Any:
+        """``fn([item, ...])[i]`` for this item, where the list holds every queued item with an
+        equal ``key`` (up to ``max_batch`` in total ``size``) -- generation requests with the same
+        settings decode together, one forward pass per step for all of them."""
+        job = _MergeJob(key, (item, size), fn)
+        self._queue.put(job)
+        return job.future.result()
+
     def close(self) -> None:
         """Finish queued work and stop the worker."""
         self._queue.put(_STOP)
@@ -95,6 +112,9 @@ class Batcher(Generic[R]):
                 return
             if isinstance(job, _CallJob):
                 self._run_call(job)
+                continue
+            if isinstance(job, _MergeJob):
+                pending = self._run_merged(job)
                 continue
             group = [job]
             size = len(job.rows)
@@ -120,6 +140,44 @@ class Batcher(Generic[R]):
             job.future.set_result(job.fn())
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting request thread
             job.future.set_exception(exc)
+
+    def _run_merged(self, first: _MergeJob) -> Any:
+        """Collect queued jobs with ``first``'s key for up to ``window_s``, run them in one ``fn``
+        call; returns a job taken from the queue that could not join (to run next)."""
+        group = [first]
+        size = first.item[1]
+        deadline = time.monotonic() + self.window_s
+        pending: Any = None
+        while self.window_s > 0 and size < self.max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if not (isinstance(nxt, _MergeJob) and nxt.key == first.key
+                    and size + nxt.item[1] <= self.max_batch):
+                pending = nxt
+                break
+            group.append(nxt)
+            size += nxt.item[1]
+        group = [job for job in group if job.future.set_running_or_notify_cancel()]
+        if len(group) > 1:
+            self.merged_jobs += len(group)
+        try:
+            results = first.fn([job.item[0] for job in group]) if group else []
+        except BaseException as exc:  # noqa: BLE001 - retried per job below
+            if len(group) == 1:
+                group[0].future.set_exception(exc)
+            else:  # one bad job must not fail the others it was merged with
+                for job in group:
+                    try:
+                        job.future.set_result(job.fn([job.item[0]])[0])
+                    except BaseException as one:  # noqa: BLE001
+                        job.future.set_exception(one)
+            return pending
+        for job, result in zip(group, results):
+            job.future.set_result(result)
+        return pending
 
     def _run_scores(self, group: list[_ScoreJob[R]]) -> None:
         try:

@@ -442,19 +442,28 @@ class Engine:
         seed: int | None,
         stop: list[str],
         top_k: int,
+        groups: list[tuple[int, int | None]] | None = None,
     ) -> list[Generated]:
         """Decode up to ``max_tokens`` per row (greedy at temperature 0), with a KV cache.
 
         Reported log-probs are those of the model's distribution before temperature and top-p.
-        Rows end at an EOS token or when their text contains a stop string.
+        Rows end at an EOS token or when their text contains a stop string. ``groups`` splits
+        the rows, in order, into (count, seed) runs that sample from their own generator, so
+        requests decoded together draw what each would draw alone (default: one run, ``seed``).
         """
         import torch
 
-        generator = torch.Generator(device=self.device)
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(seed)
+        runs = groups if groups is not None else [(len(seqs), seed)]
+        if sum(n for n, _ in runs) != len(seqs):
+            raise ValueError(f"groups cover {sum(n for n, _ in runs)} rows; there are {len(seqs)}")
+        generators = []
+        for _, run_seed in runs:
+            generator = torch.Generator(device=self.device)
+            if run_seed is None:
+                generator.seed()
+            else:
+                generator.manual_seed(run_seed)
+            generators.append(generator)
         # the deep prompt acts on the prompt positions only, i.e. on the prefill
         out, mask, positions = self._prefill(seqs, use_cache=True, keep=1)
         outs = [Generated() for _ in seqs]
@@ -472,7 +481,11 @@ class Engine:
                         # Drop tokens once the mass before them already reaches top_p.
                         sorted_p[(sorted_p.cumsum(-1) - sorted_p) >= top_p] = 0
                         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-                    chosen = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+                    parts, at = [], 0
+                    for (count, _), generator in zip(runs, generators):
+                        parts.append(torch.multinomial(probs[at:at + count], 1, generator=generator))
+                        at += count
+                    chosen = torch.cat(parts).squeeze(-1)
                 chosen_logp = logp.gather(-1, chosen[:, None]).squeeze(-1).cpu()
                 top = logp.topk(top_k, dim=-1) if top_k else None
                 chosen_list = chosen.cpu().tolist()
@@ -499,3 +512,14 @@ class Engine:
                     use_cache=True,
                 )
         return outs
+
+    def generate_many(self, items: list[tuple[list[Sequence], int | None]], **settings: Any) -> list[list[Generated]]:
+        """`generate` for several requests' rows at once (the same settings; each its own seed):
+        one decoding pass for all, one result list per request."""
+        rows = [row for seqs, _ in items for row in seqs]
+        out = self.generate(rows, seed=None, groups=[(len(seqs), seed) for seqs, seed in items], **settings)
+        results, at = [], 0
+        for seqs, _ in items:
+            results.append(out[at : at + len(seqs)])
+            at += len(seqs)
+        return results

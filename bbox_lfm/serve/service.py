@@ -208,17 +208,13 @@ class Service:
             return [Generated(finish_reason="length") for _ in range(len(prompts) * req.n)]
         rows = [Sequence(p.seq.ids, 1, p.seq.soft) for p in prompts for _ in range(req.n)]
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-        return self.batcher.call(
-            lambda: self.engine.generate(
-                rows,
-                max_tokens=max_tokens,
-                temperature=req.temperature,
-                top_p=req.top_p,
-                seed=req.seed,
-                stop=stop,
-                top_k=top_k,
-            )
+        settings = dict(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, stop=stop, top_k=top_k)
+        # concurrent requests with the same settings decode together (each keeps its own seed)
+        key = (max_tokens, req.temperature, req.top_p, tuple(stop), top_k)
+        result: list[Generated] = self.batcher.merge(
+            key, (rows, req.seed), lambda items: self.engine.generate_many(items, **settings), size=len(rows)
         )
+        return result
 
     def _text(self, gen: Generated, stop: str | list[str] | None) -> tuple[str, int]:
         """Generated text cut before the first stop string, and how many tokens it keeps."""

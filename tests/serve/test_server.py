@@ -244,6 +244,24 @@ def test_shared_prefix_runs_once_and_changes_nothing(
         assert np.abs(changed - together).max() > 1e-3
 
 
+def test_concurrent_generations_decode_together(openai_client: Any, local_server: LocalServer) -> None:
+    """Sampled generations sent at once decode in shared passes and give what each gives alone."""
+
+    def write(seed: int) -> str:
+        r = openai_client.completions.create(model=local_server.model_id, prompt=PROMPTS[seed % 4], max_tokens=8,
+                                             temperature=1.0, seed=seed)
+        return str(r.choices[0].text)
+
+    seeds = list(range(6))
+    alone = [write(s) for s in seeds]
+    merged_before = local_server.app.batcher.merged_jobs
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(write, seeds))
+    assert together == alone
+    assert len(set(alone)) > 1  # different seeds, different samples
+    assert local_server.app.batcher.merged_jobs > merged_before
+
+
 def _b64(array: np.ndarray) -> str:
     return base64.b64encode(np.asarray(array, dtype="<f4").tobytes()).decode()
 

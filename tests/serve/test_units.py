@@ -48,6 +48,43 @@ def test_batcher_without_window_runs_each_job_alone() -> None:
     assert sizes == [2, 1]
 
 
+def test_batcher_merges_jobs_with_equal_keys_and_isolates_failures() -> None:
+    calls: list[list[int]] = []
+    gate = threading.Event()
+
+    def fn(items: list[int]) -> list[int]:
+        calls.append(items)
+        gate.wait(1)  # the first call holds the worker while the others queue
+        if -1 in items:
+            raise ValueError("bad item")
+        return [i * 10 for i in items]
+
+    batcher: Batcher[int] = Batcher(lambda rows: rows, length=int, window_s=0.05, max_batch=64)
+    out: dict[int, object] = {}
+
+    def run(key: str, item: int) -> None:
+        try:
+            out[item] = batcher.merge(key, item, fn)
+        except ValueError as exc:
+            out[item] = str(exc)
+
+    first = threading.Thread(target=run, args=("a", 0))
+    first.start()
+    time.sleep(0.1)
+    threads = [threading.Thread(target=run, args=(k, i)) for k, i in [("a", 1), ("a", 2), ("a", -1), ("b", 3)]]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    gate.set()
+    for t in [first, *threads]:
+        t.join()
+    batcher.close()
+    assert out == {0: 0, 1: 10, 2: 20, -1: "bad item", 3: 30}
+    assert any(len(c) >= 2 for c in calls)  # jobs of key "a" ran together
+    assert all(not (3 in c and len(c) > 1) for c in calls)  # key "b" never joined them
+    assert batcher.merged_jobs >= 2
+
+
 def test_batcher_isolates_a_failing_job() -> None:
     def forward(rows: list[int]) -> list[int]:
         if -1 in rows:
