@@ -30,10 +30,12 @@ _CHUNK = 512  # examples per predict() call: a progress step; a multiple of the 
 
 def score_method(method: Method, client: Any, task: Task, examples: Sequence[Example], *, progress: bool = True,
                  desc: str = "eval") -> dict[str, Any]:
-    """``{"accuracy", "f1", "n", "misses"}`` of ``method.predict`` on ``examples``."""
+    """``{"accuracy", "f1", "n", "misses"}`` of ``method.predict`` on ``examples``; ``misses``
+    counts label words scored at the top-k floor, for methods that track them (``predict_misses_``)."""
     from tqdm.auto import tqdm
 
     examples = list(examples)
+    misses_before = int(getattr(method, "predict_misses_", 0))
     preds: list[np.ndarray] = []
     with tqdm(total=len(examples), desc=f"{desc} {task.name}", unit="ex", disable=not progress, leave=False) as bar:
         for i in range(0, len(examples), _CHUNK):
@@ -41,7 +43,8 @@ def score_method(method: Method, client: Any, task: Task, examples: Sequence[Exa
             preds.append(np.asarray(method.predict(client, chunk)))
             bar.update(len(chunk))
     pred = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
-    return metrics_from_predictions([ex.label for ex in examples], pred, len(task.labels)).to_json()
+    misses = int(getattr(method, "predict_misses_", 0)) - misses_before
+    return metrics_from_predictions([ex.label for ex in examples], pred, len(task.labels), misses=misses).to_json()
 
 
 def _add(a: dict[str, Any], b: dict[str, Any] | None) -> dict[str, Any]:

@@ -231,6 +231,24 @@ def test_runs_against_openai_shaped_chat_answers_and_reports_misses():
     assert m.budget_spent_["cost_usd"] > 0
 
 
+def test_harness_reports_the_eval_misses_of_a_top_k_provider():
+    from bbox_lfm.methods.harness import run
+
+    counter = {"misses": 0}
+    task = toy_task(n_per_class=2)
+    task.loaders["test"] = lambda: [Example(f"held out {i} {'fine' if i % 2 else 'awful'}", i % 2) for i in range(6)]
+    with respx.mock() as mock:
+        mock.post("https://api.openai.test/v1/chat/completions").mock(side_effect=lambda r: _chat_answer(r, counter))
+        client = Client("https://api.openai.test/v1", provider="openai", api_key="sk-test-not-a-key",
+                        model="gpt-4o-mini", cache_mode="off")
+        m = BDPL(prompt_length=2, candidates=CANDIDATES, sample_size=4, lr=0.05, budget=4, eval_every=4, seed=13,
+                 strategy="topk", endpoint="chat", top_k=20)
+        result = run(m, client, task, seed=13, progress=False)
+    # every eval row misses " bad" at least: the floor was used, and the results file says so
+    assert result.eval["misses"] >= result.eval["n"] > 0
+    assert result.dev["misses"] >= result.dev["n"] > 0
+
+
 def test_capability_check_fails_before_sending_anything():
     from bbox_lfm.errors import CapabilityError
     from bbox_lfm.profiles import ProviderProfile
