@@ -13,7 +13,9 @@ Measured (JSON into benchmarks/results/distill.json, rewritten after every run):
   between), random vs active selection, unlabeled (train split, labels hidden) vs synthetic
   (teacher-written) transfer: eval accuracy, F1 and agreement with the teacher;
 * the same student trained on the 32 gold labels of the 16-shot split (seed 13) alone;
-* one ``minilm-ft`` student (fine-tuned encoder) at 1,000 random sequences;
+* one ``minilm-ft`` student (fine-tuned encoder) at 3,000 random sequences;
+* for each random-selection budget, the smallest active-selection budget whose student agrees
+  with the teacher at least as often (``active_vs_random``);
 * speed: seconds per example of teacher (cache off, through the server) and student (no
   embedding cache) on the same 256 eval texts, one process after the other on this CPU.
 
@@ -182,13 +184,29 @@ class Bench:
         self.save()
 
 
+def active_vs_random(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each random-selection budget: its agreement, and the smallest active-selection budget
+    measured here whose student agrees with the teacher at least as often (None: none did)."""
+    def points(selection: str) -> list[tuple[int, float]]:
+        return sorted((r["budget_sequences"], r["eval"]["agreement"]) for r in runs
+                      if r["student"] == "minilm-head" and r["transfer"] == "unlabeled" and r["selection"] == selection)
+
+    active = points("active")
+    out = []
+    for budget, agree in points("random"):
+        reached = [b for b, a in active if a >= agree]
+        out.append({"random_budget": budget, "random_agreement": agree,
+                    "active_budget_reaching_it": min(reached) if reached else None})
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--eval-limit", type=int, default=None, help="seeded subsample of the eval split (default: all)")
     ap.add_argument("--budgets", type=int, nargs="+", default=[300, 1000, 3000], help="teacher sequences")
     ap.add_argument("--pool-size", type=int, default=6000, help="unlabeled texts active selection chooses from")
     ap.add_argument("--synthetic-budgets", type=int, nargs="*", default=[300, 1000, 3000])
-    ap.add_argument("--ft-budget", type=int, default=1000, help="budget of the minilm-ft run (0: skip)")
+    ap.add_argument("--ft-budget", type=int, default=3000, help="budget of the minilm-ft run (0: skip)")
     args = ap.parse_args()
     b = Bench(args.eval_limit)
     b.result["args"] = vars(args)
@@ -207,6 +225,7 @@ def main() -> int:
         if args.ft_budget:
             b.run(transfer="unlabeled", selection="random", budget=args.ft_budget, student="minilm-ft",
                   pool_size=args.pool_size)
+        b.result["active_vs_random"] = active_vs_random(b.result["runs"])
         b.result["wall_s"] = round(time.perf_counter() - t0, 1)
         b.save()
     finally:
