@@ -34,7 +34,9 @@ budget in ``rounds``: round 0 picks a diverse seed set by k-center greedy over M
 embeddings (Sener & Savarese, 2018); each later round retrains the student, keeps the
 ``candidates`` x m pool texts where the student is least sure (entropy or margin) and picks m
 of them by k-center greedy, so the m queries are uncertain and unlike each other and unlike
-what is already labelled.
+what is already labelled. ``diversity="kmeans"`` picks the medoids of m k-means clusters of the
+shortlist instead (typical texts rather than k-center's outliers), ``"none"`` the m most
+uncertain; ``explore`` spends that share of every round on uniformly random texts.
 """
 
 from __future__ import annotations
@@ -52,12 +54,13 @@ from ..errors import BudgetExhausted, ConfigError, check
 from ..types import Query
 from .base import Method, register
 
-__all__ = ["Distill", "Teacher", "k_center_greedy", "normalize_text", "uncertainty"]
+__all__ = ["Distill", "Teacher", "k_center_greedy", "k_means_medoids", "normalize_text", "uncertainty"]
 
 TRANSFERS = ("unlabeled", "synthetic", "both")
 SELECTIONS = ("random", "active")
 SIGNALS = ("auto", "soft", "hard")
 UNCERTAINTIES = ("entropy", "margin")
+DIVERSITIES = ("kcenter", "kmeans", "none")
 
 #: what the teacher is asked to write, per built-in task (others: a generic description)
 _KINDS = {"sst2": "a one-sentence movie review", "mr": "a one-sentence movie review",
@@ -189,6 +192,28 @@ def k_center_greedy(emb: np.ndarray, candidates: Sequence[int], centers: Sequenc
     return [int(cand[j]) for j in chosen]
 
 
+def k_means_medoids(emb: np.ndarray, candidates: Sequence[int], m: int, seed: int) -> list[int]:
+    """Pick ``m`` of ``candidates``: cluster them into m groups (k-means) and take the member
+    nearest each centroid -- diverse like k-center, but typical texts rather than outliers."""
+    from sklearn.cluster import KMeans
+
+    cand = np.asarray(candidates, dtype=np.int64)
+    m = min(m, len(cand))
+    if m <= 0:
+        return []
+    if m == len(cand):
+        return [int(c) for c in cand]
+    E = emb[cand]
+    km = KMeans(n_clusters=m, n_init=1, random_state=seed).fit(E)
+    d = ((E - km.cluster_centers_[km.labels_]) ** 2).sum(1)
+    chosen = []
+    for c in range(m):
+        members = np.flatnonzero(km.labels_ == c)
+        if len(members):
+            chosen.append(int(cand[members[np.argmin(d[members])]]))
+    return chosen
+
+
 def _as_input(ex: Any) -> Any:
     return ex.text if getattr(ex, "text_pair", None) is None else (ex.text, ex.text_pair)
 
@@ -226,6 +251,7 @@ class Distill(Method):
 
     def __init__(self, *, student: str = "minilm-head", transfer: str = "unlabeled", budget: int = 1000,
                  selection: str = "random", rounds: int = 5, candidates: int = 4, uncertainty: str = "entropy",
+                 diversity: str = "kcenter", explore: float = 0.0,
                  pool_size: int = 4000, synthetic_fraction: float = 0.5, synth_instruction: str = DEFAULT_INSTRUCTION,
                  synth_min_confidence: float = 0.5, synth_max_tokens: int = 48, synth_temperature: float = 1.0,
                  teacher_signal: str = "auto", teacher_endpoint: str = "completions", prompt: str = "",
@@ -240,6 +266,8 @@ class Distill(Method):
         check(rounds >= 1, "rounds", ">= 1", rounds)
         check(candidates >= 1, "candidates", ">= 1", candidates)
         check(uncertainty in UNCERTAINTIES, "uncertainty", f"one of {UNCERTAINTIES}", uncertainty)
+        check(diversity in DIVERSITIES, "diversity", f"one of {DIVERSITIES}", diversity)
+        check(0.0 <= explore <= 1.0, "explore", "in [0, 1] (the share of each round picked at random)", explore)
         check(pool_size >= 1, "pool_size", ">= 1", pool_size)
         check(0.0 < synthetic_fraction < 1.0, "synthetic_fraction", "in (0, 1)", synthetic_fraction)
         check("{label}" in synth_instruction, "synth_instruction", "a string with a {label} slot", synth_instruction)
@@ -256,6 +284,8 @@ class Distill(Method):
         self.rounds = rounds
         self.candidates = candidates
         self.uncertainty = uncertainty
+        self.diversity = diversity
+        self.explore = explore
         self.pool_size = pool_size
         self.synthetic_fraction = synthetic_fraction
         self.synth_instruction = synth_instruction
@@ -277,6 +307,7 @@ class Distill(Method):
         """The constructor's arguments, as JSON."""
         return dict(student=self.student, transfer=self.transfer, budget=self.budget, selection=self.selection,
                     rounds=self.rounds, candidates=self.candidates, uncertainty=self.uncertainty,
+                    diversity=self.diversity, explore=self.explore,
                     pool_size=self.pool_size, synthetic_fraction=self.synthetic_fraction,
                     synth_instruction=self.synth_instruction, synth_min_confidence=self.synth_min_confidence,
                     synth_max_tokens=self.synth_max_tokens, synth_temperature=self.synth_temperature,
@@ -465,18 +496,33 @@ class Distill(Method):
         for r, m in enumerate(_round_sizes(share, self.rounds)):
             if r == 0 and not labelled:
                 # round 0: nothing to be uncertain about yet -- a diverse seed set
-                pick = k_center_greedy(emb, unlabelled, [], m, self._rng)
+                pick = (self._diverse(emb, unlabelled, [], m) if self.diversity != "none" else
+                        [int(i) for i in self._rng.choice(unlabelled, size=min(m, len(unlabelled)), replace=False)])
             else:
                 student = self._train(K)
                 self._record(student)
                 q = student.predict_proba([pool[i - n_known] for i in unlabelled], progress=False)
                 u = uncertainty(q, self.uncertainty)
-                short = unlabelled[np.argsort(-u, kind="stable")[:self.candidates * m]]
-                pick = k_center_greedy(emb, short, labelled, m, self._rng)
+                n_random = int(round(self.explore * m))
+                short = unlabelled[np.argsort(-u, kind="stable")[:self.candidates * (m - n_random)]]
+                pick = self._diverse(emb, short, labelled, m - n_random)
+                if n_random:
+                    rest = np.setdiff1d(unlabelled, pick)
+                    pick += [int(i) for i in self._rng.choice(rest, size=min(n_random, len(rest)), replace=False)]
             batch = [pool[i - n_known] for i in pick]
             self._add(batch, self._ask_teacher(client, batch, progress=progress, desc=f"teacher (round {r})"))
             labelled += pick
             unlabelled = np.setdiff1d(unlabelled, pick)
+
+    def _diverse(self, emb: np.ndarray, shortlist: np.ndarray, labelled: list[int], m: int) -> list[int]:
+        """m of the shortlist: k-center greedy, k-means medoids, or simply the m most uncertain."""
+        if m <= 0:
+            return []
+        if self.diversity == "kcenter":
+            return k_center_greedy(emb, shortlist, labelled, m, self._rng)
+        if self.diversity == "kmeans":
+            return k_means_medoids(emb, shortlist, m, int(self._rng.integers(2**31)))
+        return [int(i) for i in shortlist[:m]]
 
     # -- student ------------------------------------------------------------------------------------
 

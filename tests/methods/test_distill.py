@@ -19,7 +19,7 @@ from bbox_lfm import Client
 from bbox_lfm.adapters.mock import MockAdapter
 from bbox_lfm.errors import ConfigError
 from bbox_lfm.methods import get
-from bbox_lfm.methods.distill import Distill, Teacher, k_center_greedy, normalize_text, uncertainty
+from bbox_lfm.methods.distill import Distill, Teacher, k_center_greedy, k_means_medoids, normalize_text, uncertainty
 from bbox_lfm.stores import MemoryStore
 from bbox_lfm.students import load_student, make_student
 from bbox_lfm.tasks import Example, FewShot, Task
@@ -106,6 +106,10 @@ def test_registered_and_validated() -> None:
         Distill(student="bert-large")
     with pytest.raises(ConfigError, match="transfer must be one of"):
         Distill(transfer="stolen")
+    with pytest.raises(ConfigError, match="diversity must be one of"):
+        Distill(diversity="far")
+    with pytest.raises(ConfigError, match=r"explore must be in \[0, 1\]"):
+        Distill(explore=1.5)
 
 
 def test_helpers() -> None:
@@ -117,6 +121,11 @@ def test_helpers() -> None:
     emb = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 0.0], [0.0, 5.0]])
     # with point 0 labelled, the two far points come first, the near one last
     assert set(k_center_greedy(emb, [1, 2, 3], [0], 2, np.random.default_rng(0))) == {2, 3}
+    # two tight clusters and an outlier: k-means medoids take one typical member of each cluster
+    blobs = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [5.0, 5.0], [5.1, 5.0], [5.0, 5.1], [20.0, -20.0]])
+    picked = k_means_medoids(blobs, [0, 1, 2, 3, 4, 5], 2, seed=0)
+    assert sorted(p // 3 for p in picked) == [0, 1]
+    assert k_means_medoids(blobs, [0, 6], 2, seed=0) == [0, 6]
 
 
 def test_teacher_parses_hard_labels() -> None:
@@ -140,12 +149,14 @@ def test_kd_loss_prefers_the_teacher() -> None:
 
 # -- the student learns the teacher's rule -------------------------------------------------------------
 
-@pytest.mark.parametrize("selection", ["random", "active"])
+@pytest.mark.parametrize("selection", ["random", "active", "active-kmeans-explore"])
 def test_student_learns_the_mock_teachers_rule(data: tuple[list[str], list[str]], selection: str) -> None:
     pool, test = data
     task = toy_task(pool, test)
     client, adapter = mock_client(teacher_handler())
-    m = Distill(budget=60, selection=selection, rounds=3, seed=0).fit(client, task, progress=False)
+    kw = {"selection": "active", "diversity": "kmeans", "explore": 0.5} if selection == "active-kmeans-explore" \
+        else {"selection": selection}
+    m = Distill(budget=60, rounds=3, seed=0, **kw).fit(client, task, progress=False)
     assert sequences(adapter) <= 60 and m.n_queried_ == 60
     assert m.budget_spent_["sequences"] <= 60
     pred = m.predict(client, task.split("test"), progress=False)
