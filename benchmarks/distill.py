@@ -136,21 +136,23 @@ class Bench:
         self.save()
 
     def run(self, *, transfer: str, selection: str, budget: int, student: str = "minilm-head",
-            pool_size: int = 6000) -> dict[str, Any]:
+            pool_size: int = 6000, **active: Any) -> dict[str, Any]:
         from bbox_lfm.methods.distill import Distill
 
         t0 = time.perf_counter()
         m = Distill(student=student, transfer=transfer, selection=selection, budget=budget, pool_size=pool_size,
-                    seed=SEED).fit(self.client, self.task, progress=False)
+                    seed=SEED, **active).fit(self.client, self.task, progress=False)
         fit_s = time.perf_counter() - t0
         ev = self.student_eval(lambda xs: m.predict(None, xs, progress=False))
         row = {"student": student, "transfer": transfer, "selection": selection, "budget_sequences": budget,
                "teacher_sequences_used": m.n_queried_, "sent_upstream": m.budget_spent_["sequences"],
                "cache_hits": m.budget_spent_["cache_hits"], "transfer_size": len(m.inputs_),
+               "active": {k: getattr(m, k) for k in ("diversity", "explore", "rounds", "candidates", "uncertainty")}
+               if selection == "active" else None,
                "student_config": m.student_.get_config(), "eval": ev, "fit_s": round(fit_s, 1), "curve": m.curve_,
                "stats": {k: v for k, v in m.stats_.items() if k != "fit_s"}}
         self.result["runs"].append(row)
-        print(f"{student} {transfer:9s} {selection:6s} {budget:5d}: acc {ev['accuracy']:.4f} "
+        print(f"{student} {transfer:9s} {selection:6s} {active or ''} {budget:5d}: acc {ev['accuracy']:.4f} "
               f"agree {ev['agreement']:.4f} (n_transfer {len(m.inputs_)}, {fit_s:.0f}s)", flush=True)
         self.save()
         self.last = m
@@ -208,7 +210,9 @@ def active_vs_random(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     measured here whose student agrees with the teacher at least as often (None: none did)."""
     def points(selection: str) -> list[tuple[int, float]]:
         return sorted((r["budget_sequences"], r["eval"]["agreement"]) for r in runs
-                      if r["student"] == "minilm-head" and r["transfer"] == "unlabeled" and r["selection"] == selection)
+                      if r["student"] == "minilm-head" and r["transfer"] == "unlabeled" and r["selection"] == selection
+                      and (r.get("active") or {}).get("diversity", "kcenter") == "kcenter"
+                      and not (r.get("active") or {}).get("explore"))
 
     active = points("active")
     out = []
@@ -217,6 +221,11 @@ def active_vs_random(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({"random_budget": budget, "random_agreement": agree,
                     "active_budget_reaching_it": min(reached) if reached else None})
     return out
+
+
+GROUPS = ("unlabeled", "variants", "synthetic", "ft", "speed")
+#: active selection settings compared with the default (entropy shortlist + k-center greedy)
+ACTIVE_VARIANTS = ({"diversity": "kmeans"}, {"diversity": "kmeans", "explore": 0.5})
 
 
 def main() -> int:
@@ -229,25 +238,41 @@ def main() -> int:
     ap.add_argument("--speed-n", type=int, default=256, help="eval texts timed in the speed probe")
     ap.add_argument("--speed-only", action="store_true",
                     help="only rerun the speed probe and update 'speed' in the existing JSON (e.g. on a quieter machine)")
+    ap.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS,
+                    help="which runs: unlabeled (random vs active k-center), variants (other active settings), "
+                         "synthetic, ft (minilm-ft), speed")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the runs already in the JSON and add these (same teacher and eval split)")
     args = ap.parse_args()
     if args.speed_only:
         return speed_only(args.speed_n, args.eval_limit)
     b = Bench(args.eval_limit)
+    if args.append and "previous_invocation" in b.result:
+        kept = b.result.pop("previous_invocation")
+        b.result["runs"] = list(kept.get("runs") or [])
+        b.result["speed"] = kept.get("speed")
     b.result["args"] = vars(args)
+    groups = set(args.groups)
     try:
         t0 = time.perf_counter()
         b.teacher_eval()
         b.gold_only()
         # cheapest first, so a run cut short still holds comparable points
         for budget in sorted(args.budgets):
-            for selection in ("random", "active"):
-                b.run(transfer="unlabeled", selection=selection, budget=budget, pool_size=args.pool_size)
-        for budget in sorted(args.synthetic_budgets):
-            b.run(transfer="synthetic", selection="random", budget=budget)
-        if args.ft_budget:
+            if "unlabeled" in groups:
+                for selection in ("random", "active"):
+                    b.run(transfer="unlabeled", selection=selection, budget=budget, pool_size=args.pool_size)
+            if "variants" in groups:
+                for variant in ACTIVE_VARIANTS:
+                    b.run(transfer="unlabeled", selection="active", budget=budget, pool_size=args.pool_size, **variant)
+        if "synthetic" in groups:
+            for budget in sorted(args.synthetic_budgets):
+                b.run(transfer="synthetic", selection="random", budget=budget)
+        if args.ft_budget and "ft" in groups:
             b.run(transfer="unlabeled", selection="random", budget=args.ft_budget, student="minilm-ft",
                   pool_size=args.pool_size)
-        b.speed(args.speed_n)
+        if "speed" in groups:
+            b.speed(args.speed_n)
         b.result["active_vs_random"] = active_vs_random(b.result["runs"])
         b.result["wall_s"] = round(time.perf_counter() - t0, 1)
         b.save()
