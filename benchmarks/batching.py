@@ -60,7 +60,6 @@ def main() -> int:
     from bbox_lfm.serve import encode_tensor, start_local
     from bbox_lfm.serve.engine import Sequence
     from bbox_lfm.tasks import load_task
-    from bbox_lfm.tasks import evaluate as evaluate_mod
     from bbox_lfm.tasks.evaluate import evaluate
 
     task = load_task("sst2").with_template("Review: {text}\nSentiment:", (" negative", " positive"))
@@ -135,7 +134,10 @@ def main() -> int:
 
         # evaluation: requests of similar-length prompts vs the split's order
         ev_client = Client.local(server, cache_mode="off", max_concurrency=2, timeout=900)
-        sorted_fn = evaluate_mod.sorted
+        import importlib
+
+        evaluate_mod = importlib.import_module("bbox_lfm.tasks.evaluate")
+        sorted_fn = sorted
 
         def split_order(*a: Any, key: Any = None, **k: Any) -> list[Any]:
             return list(a[0])  # the order the prompts came in
@@ -145,7 +147,7 @@ def main() -> int:
             try:
                 return evaluate(ev_client, task, "eval", limit=512, progress=False).accuracy
             finally:
-                evaluate_mod.sorted = sorted_fn  # type: ignore[attr-defined]
+                del evaluate_mod.sorted  # back to the builtin
 
         unsorted_s, acc_u = timed(lambda: run_eval(False), args.rounds)
         sorted_s, acc_s = timed(lambda: run_eval(True), args.rounds)

@@ -68,6 +68,8 @@ class Batcher(Generic[R]):
         self._length = length
         self._plan = plan
         self.window_s = window_s
+        # merged jobs (generation) run for seconds, so waiting longer for company costs nothing
+        self.merge_window_s = max(window_s, 0.05) if window_s > 0 else 0.0
         self.max_batch = max_batch
         self._queue: queue.Queue[Any] = queue.Queue()
         self.forward_calls = 0  # read by the benchmark and tests: forwards actually run
@@ -142,13 +144,13 @@ class Batcher(Generic[R]):
             job.future.set_exception(exc)
 
     def _run_merged(self, first: _MergeJob) -> Any:
-        """Collect queued jobs with ``first``'s key for up to ``window_s``, run them in one ``fn``
+        """Collect queued jobs with ``first``'s key for up to ``merge_window_s``, run them in one ``fn``
         call; returns a job taken from the queue that could not join (to run next)."""
         group = [first]
         size = first.item[1]
-        deadline = time.monotonic() + self.window_s
+        deadline = time.monotonic() + self.merge_window_s
         pending: Any = None
-        while self.window_s > 0 and size < self.max_batch:
+        while self.merge_window_s > 0 and size < self.max_batch:
             remaining = deadline - time.monotonic()
             try:
                 nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
