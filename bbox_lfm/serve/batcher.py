@@ -118,22 +118,31 @@ class Batcher(Generic[R]):
             if isinstance(job, _MergeJob):
                 pending = self._run_merged(job)
                 continue
-            group = [job]
-            size = len(job.rows)
-            deadline = time.monotonic() + self.window_s
-            while self.window_s > 0 and size < self.max_batch:
-                remaining = deadline - time.monotonic()
-                try:
-                    # Past the deadline, still take what is already queued, without waiting.
-                    nxt = self._queue.get(timeout=remaining) if remaining > 0 else (self._queue.get_nowait())
-                except queue.Empty:
-                    break
-                if not isinstance(nxt, _ScoreJob):
-                    pending = nxt
-                    break
-                group.append(nxt)
-                size += len(nxt.rows)
+            # a score job: any queued score jobs join it, whatever their size
+            group, pending = self._gather(job, len(job.rows), self.window_s,
+                                          lambda nxt, _size: len(nxt.rows) if isinstance(nxt, _ScoreJob) else None)
             self._run_scores(group)
+
+    def _gather(self, first: Any, size: int, window_s: float,
+                joins: Callable[[Any, int], int | None]) -> tuple[list[Any], Any]:
+        """``first`` and the queued jobs that join it within ``window_s``, while the rows so far are
+        under ``max_batch``. ``joins(job, size)`` is the job's row count, or None when it cannot join;
+        that job is returned as pending (it runs next)."""
+        group = [first]
+        deadline = time.monotonic() + window_s
+        while window_s > 0 and size < self.max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                # Past the deadline, still take what is already queued, without waiting.
+                nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            rows = joins(nxt, size)
+            if rows is None:
+                return group, nxt
+            group.append(nxt)
+            size += rows
+        return group, None
 
     def _run_call(self, job: _CallJob) -> None:
         if not job.future.set_running_or_notify_cancel():
@@ -146,22 +155,11 @@ class Batcher(Generic[R]):
     def _run_merged(self, first: _MergeJob) -> Any:
         """Collect queued jobs with ``first``'s key for up to ``merge_window_s``, run them in one ``fn``
         call; returns a job taken from the queue that could not join (to run next)."""
-        group = [first]
-        size = first.item[1]
-        deadline = time.monotonic() + self.merge_window_s
-        pending: Any = None
-        while self.merge_window_s > 0 and size < self.max_batch:
-            remaining = deadline - time.monotonic()
-            try:
-                nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if not (isinstance(nxt, _MergeJob) and nxt.key == first.key
-                    and size + nxt.item[1] <= self.max_batch):
-                pending = nxt
-                break
-            group.append(nxt)
-            size += nxt.item[1]
+        def joins(nxt: Any, size: int) -> int | None:
+            fits = isinstance(nxt, _MergeJob) and nxt.key == first.key and size + nxt.item[1] <= self.max_batch
+            return nxt.item[1] if fits else None
+
+        group, pending = self._gather(first, first.item[1], self.merge_window_s, joins)
         group = [job for job in group if job.future.set_running_or_notify_cancel()]
         if len(group) > 1:
             self.merged_jobs += len(group)
