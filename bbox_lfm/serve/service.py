@@ -133,11 +133,17 @@ class Service:
                     param="prompt",
                     code="context_length_exceeded",
                 )
-            soft = None if tensors is None or start is None else spans.get(start)
-            if soft is None and tensors is not None and start is not None:
-                soft = spans[start] = e.soft_span(tensors, start)  # one per request: rows share it
-            prompts.append(_Prompt(text, Sequence(ids, 0, soft)))
+            prompts.append(_Prompt(text, Sequence(ids, 0, self._span(spans, tensors, start))))
         return prompts, tensors
+
+    def _span(self, spans: dict[int, SoftSpan], tensors: PromptTensors | None, start: int | None) -> SoftSpan | None:
+        """The request's soft span at ``start``, made once per request (``spans``) so its rows share
+        one span, and with it one prefix key."""
+        if tensors is None or start is None:
+            return None
+        if start not in spans:
+            spans[start] = self.engine.soft_span(tensors, start)
+        return spans[start]
 
     def _label_ids(self, words: list[str] | None) -> list[tuple[int, ...]] | None:
         if words is None:
@@ -208,9 +214,10 @@ class Service:
             return [Generated(finish_reason="length") for _ in range(len(prompts) * req.n)]
         rows = [Sequence(p.seq.ids, 1, p.seq.soft) for p in prompts for _ in range(req.n)]
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-        settings = dict(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, stop=stop, top_k=top_k)
+        settings: dict[str, Any] = {"max_tokens": max_tokens, "temperature": req.temperature, "top_p": req.top_p,
+                                    "stop": stop, "top_k": top_k}
         # concurrent requests with the same settings decode together (each keeps its own seed)
-        key = (max_tokens, req.temperature, req.top_p, tuple(stop), top_k)
+        key = tuple((name, tuple(v) if isinstance(v, list) else v) for name, v in settings.items())
         result: list[Generated] = self.batcher.merge(
             key, (rows, req.seed), lambda items: self.engine.generate_many(items, **settings), size=len(rows)
         )
@@ -450,10 +457,7 @@ class Service:
                     f"input {index} must have 1..{e.context_length} tokens; got {len(ids)}",
                     param="input",
                 )
-            soft = None if tensors is None or start is None else spans.get(start)
-            if soft is None and tensors is not None and start is not None:
-                soft = spans[start] = e.soft_span(tensors, start)
-            rows.append(Sequence(ids, 1, soft))
+            rows.append(Sequence(ids, 1, self._span(spans, tensors, start)))
         layer_std, n_tokens = self.batcher.call(lambda: e.hidden_stats(rows, clip=req.clip))
         return {
             "object": "hidden_stats",
