@@ -351,21 +351,28 @@ class Engine:
             start = stop
         return results
 
-    def _prefix_kv(self, seq: Sequence, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per-layer keys and values of ``seq``'s first ``n`` positions (one row), from a small LRU."""
-        key = (self._soft_key(seq), seq.ids[:n])
-        cached = self._prefixes.get(key)
-        if cached is not None:
-            self._prefixes.move_to_end(key)
+    def _prefix_kv(self, seq: Sequence, n: int) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """``(m, per-layer keys and values)`` of ``seq``'s first m <= ``n`` positions (one row).
+
+        A cached prefix is reused when it starts ``seq`` (same soft prompt), even if shorter than
+        ``n``: one pass of a merged batch may share a few more tokens than the batch as a whole,
+        and recomputing the whole prefix for it would cost more than running those few per row.
+        """
+        soft = self._soft_key(seq)
+        head = seq.ids[:n]
+        best = max((key for key in self._prefixes if key[0] == soft and head[:len(key[1])] == key[1]),
+                   key=lambda key: len(key[1]), default=None)
+        if best is not None:
+            self._prefixes.move_to_end(best)
             self.prefix_stats["prefix_hits"] += 1
-            return cached
-        out, _, _ = self._prefill([Sequence(seq.ids[:n], 1, seq.soft)], use_cache=True, keep=1)
+            return len(best[1]), self._prefixes[best]
+        out, _, _ = self._prefill([Sequence(head, 1, seq.soft)], use_cache=True, keep=1)
         cache = out.cache if hasattr(out, "cache") else out.past_key_values
         kv = [(layer.keys, layer.values) for layer in cache.layers]
-        self._prefixes[key] = kv
+        self._prefixes[soft, head] = kv
         while len(self._prefixes) > _PREFIX_CACHE_SIZE:
             self._prefixes.popitem(last=False)
-        return kv
+        return n, kv
 
     def _logprobs_shared(self, seqs: list[Sequence], n: int) -> list[torch.Tensor]:
         """`logprobs` for rows whose first ``n`` positions are the same: the prefix runs once (or
@@ -373,7 +380,7 @@ class Engine:
         import torch
         from transformers import DynamicCache
 
-        kv = self._prefix_kv(seqs[0], n)
+        n, kv = self._prefix_kv(seqs[0], n)
         rows = len(seqs)
         cache = DynamicCache(config=self.model.config)
         for index, (keys, values) in enumerate(kv):

@@ -237,6 +237,15 @@ def test_shared_prefix_runs_once_and_changes_nothing(
     assert saved >= 3 * len(engine.encode(DEMOS, specials=True))
     alone = np.concatenate([label_logprobs(openai_client, local_server, [p], **extra) for p in prompts])
     np.testing.assert_allclose(together, alone, atol=1e-4)
+    # rows sharing more than the cached prefix (the demonstrations and a few more words) reuse it
+    longer = [DEMOS + "Review: the acting is superb and the plot moves. Sentiment:",
+              DEMOS + "Review: the acting is wooden and the plot drags. Sentiment:"]
+    hits = engine.prefix_stats["prefix_hits"]
+    reused = label_logprobs(openai_client, local_server, longer, **extra)
+    assert engine.prefix_stats["prefix_hits"] == hits + 1
+    np.testing.assert_allclose(
+        reused, np.concatenate([label_logprobs(openai_client, local_server, [p], **extra) for p in longer]), atol=1e-4
+    )
     # a different soft prompt must not reuse the cached prefix of the first
     if prompted:
         other = {**extra, "soft_prompt": encode_tensor(rng.normal(0, 0.5, (4, 576)).astype(np.float32))}
