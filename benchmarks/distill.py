@@ -190,8 +190,7 @@ def speed_only(n: int, eval_limit: int | None) -> int:
     """Rerun the teacher-vs-student speed probe and write it into the existing results file."""
     from bbox_lfm.results import write_result
 
-    check_file = OUT.is_file()
-    if not check_file:
+    if not OUT.is_file():
         print(f"{OUT} does not exist: run the benchmark first", file=sys.stderr)
         return 2
     saved = json.loads(OUT.read_text())

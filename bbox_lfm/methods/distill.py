@@ -503,7 +503,7 @@ class Distill(Method):
                 self._record(student)
                 q = student.predict_proba([pool[i - n_known] for i in unlabelled], progress=False)
                 u = uncertainty(q, self.uncertainty)
-                n_random = int(round(self.explore * m))
+                n_random = round(self.explore * m)
                 short = unlabelled[np.argsort(-u, kind="stable")[:self.candidates * (m - n_random)]]
                 pick = self._diverse(emb, short, labelled, m - n_random)
                 if n_random:
