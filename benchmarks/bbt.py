@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                    "are 4.6 MB a request")
     p.add_argument("--out", default=str(RESULTS / "bbt.json"))
     p.add_argument("--plot", default=str(RESULTS / "bbt.png"))
-    p.add_argument("--throughput-reps", type=int, default=3)
+    p.add_argument("--throughput-reps", type=int, default=3,
+                   help="0 keeps the throughput a previous run of the same settings measured")
     p.add_argument("--max-concurrency", type=int, default=20)
     args = p.parse_args(argv)
 
@@ -184,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         if (old.get("budget_calls"), old.get("eval_limit"), old.get("model")) == (args.budget, args.eval_limit,
                                                                                    client.model):
             data["runs"], data["summary"] = old.get("runs", {}), old.get("summary", {})
+            for runs in data["runs"].values():  # runs from before per-run machines ran where the old file says
+                for r in runs:
+                    r.setdefault("machine", old.get("machine"))
+            if old.get("throughput"):
+                data["throughput"] = old["throughput"]
     t0 = time.perf_counter()
     zero = evaluate(client, task, "eval", limit=args.eval_limit, progress=False)
     z0 = {"soft_prompt": encode(np.zeros((50, info["hidden_size"])),
@@ -208,19 +214,23 @@ def main(argv: list[str] | None = None) -> int:
                  "calls": method.calls_, "budget_spent": res.budget_spent, "eval_spent": res.eval_spent,
                  "wall_s": res.wall_s, "fit_s": res.extra["fit_s"], "curve": res.curve,
                  "best_train_loss": method.best_train_loss_, "stopped_by": method.stopped_by_,
-                 "beats_start_prompt": res.eval["accuracy"] > start.accuracy}
+                 "beats_start_prompt": res.eval["accuracy"] > start.accuracy, "machine": data["machine"]}
             data["runs"].setdefault(name, []).append(r)
             data["summary"][name] = _summary(data["runs"][name])
             _save(out, data)
             print(f"{name} seed {seed}: eval {r['eval_accuracy']:.4f} calls {r['calls']} wall {r['wall_s']:.0f}s",
                   flush=True)
     if "bbt" in data["summary"] and "bbtv2" in data["summary"]:
+        done = {name: sorted(r["seed"] for r in data["runs"][name]) for name in ("bbt", "bbtv2")}
         data["bar"] = {
             "bbt_beats_start_on_every_seed": all(r["beats_start_prompt"] for r in data["runs"]["bbt"]),
             "bbtv2_mean_at_least_bbt": data["summary"]["bbtv2"]["eval_accuracy_mean"]
-            >= data["summary"]["bbt"]["eval_accuracy_mean"]}
-    data["throughput"] = throughput(client, task, popsize=20, reps=args.throughput_reps,
-                                    seed=args.seeds[0])
+            >= data["summary"]["bbt"]["eval_accuracy_mean"],
+            "seeds_done": done, "complete": all(d == sorted(args.seeds) for d in done.values())}
+    if args.throughput_reps > 0 or "throughput" not in data:
+        data["throughput"] = throughput(client, task, popsize=20, reps=max(1, args.throughput_reps),
+                                        seed=args.seeds[0])
+        data["throughput"]["machine"] = data["machine"]
     _save(out, data)
     plot(data, Path(args.plot))
     print(json.dumps({"summary": data["summary"], "bar": data.get("bar"), "throughput": {

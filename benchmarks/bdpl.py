@@ -1,12 +1,21 @@
 """BDPL on SST-2 16-shot with SmolLM2-135M-Instruct on the local server (issue 7).
 
-Two variants, each over seeds 13, 21 and 42 with the same search budget as the BBT benchmark:
+Three variants, each over seeds 13, 21 and 42 with the same search budget as the BBT benchmark:
 
-* ``exact``: Completions, exact label-word scores (bbox-lfm's ``label_words`` extension);
-* ``chat-top20``: the same search through Chat Completions with ``top_logprobs`` = 20, what a
-  hosted API allows: a label word outside the top 20 gets the documented floor and counts as
-  a miss. Its learned prompt is also scored exactly on the eval split (``eval_exact``), which
+* ``exact``: Completions, the task's default template, exact label-word scores (bbox-lfm's
+  ``label_words`` extension);
+* ``chat-exact``: Chat Completions with a template written for a chat model (the review, then
+  "Is this movie review positive or negative? Answer with one word.", label words ``negative`` /
+  ``positive``), label words scored exactly on the assistant's first token;
+* ``chat-top20``: the same chat search, but scored from ``top_logprobs`` = 20, what a hosted API
+  allows: a label word outside the top 20 gets the documented floor and counts as a miss. Its
+  learned prompt is also scored exactly through chat on the eval split (``eval_exact``), which
   separates what the search found from what the top-k scoring costs at test time.
+
+``chat-exact`` against ``chat-top20`` is the cost of the hosted API's limit. The default
+template (``"{text} It was"`` / ``" terrible"``, ``" great"``) is not used through chat: the
+instruct model's reply never starts with those words, so through top-20 every label word is
+floored and the search gets no signal (measured in a smoke run, see the notes in the JSON).
 
 Eval accuracy is on the task's full eval split (SST-2: the GLUE validation set, 872 rows)
 through the shared harness (:func:`bbox_lfm.methods.harness.run`). BBT's and the baselines'
@@ -37,8 +46,25 @@ RESULTS = ROOT / "results"
 BUDGET = 1000  # benchmarks/bbt.py's default search budget, in calls
 VARIANTS: dict[str, dict[str, Any]] = {
     "exact": {"strategy": "exact", "endpoint": "completions"},
+    "chat-exact": {"strategy": "exact", "endpoint": "chat"},
     "chat-top20": {"strategy": "topk", "endpoint": "chat", "top_k": 20},
 }
+# the template of the chat variants: the question comes after the review, and the reply's first
+# token is the label word (SmolLM2-Instruct answers "positive" / "negative" in its top 20)
+CHAT_TEMPLATE = ("{text}\nIs this movie review positive or negative? Answer with one word.", ("negative", "positive"))
+TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {"chat-exact": CHAT_TEMPLATE, "chat-top20": CHAT_TEMPLATE}
+
+
+def _chat_eval(client: Any, task: Any, examples: list[Any], prompt: str, *, strategy: str = "exact",
+               top_k: int | None = None) -> dict[str, Any]:
+    """``prompt`` scored through Chat Completions on ``examples`` (one request each), exactly or
+    from the top ``top_k`` logprobs (floored misses counted)."""
+    from bbox_lfm.tasks.metrics import metrics_from_predictions
+
+    texts = [task.format(ex, prompt=prompt) for ex in examples]
+    sc = client.score(texts, task.label_words, strategy=strategy, endpoint="chat", top_k=top_k)
+    m = metrics_from_predictions([ex.label for ex in examples], sc.predictions(), len(task.labels))
+    return {"accuracy": m.accuracy, "f1": m.f1, "n": len(examples), "misses": sc.misses}
 
 
 def _machine() -> str:
@@ -144,24 +170,35 @@ def main(argv: list[str] | None = None) -> int:
                 if str(seed) in runs.get(variant, {}):
                     continue
                 method = get("bdpl")(budget=args.budget, seed=seed, **VARIANTS[variant])
+                vtask = task.with_template(*TEMPLATES[variant]) if variant in TEMPLATES else task
                 t0 = time.perf_counter()
-                result = run(method, client, task, seed=seed, eval_limit=args.eval_limit, progress=False)
+                result = run(method, client, vtask, seed=seed, eval_limit=args.eval_limit, progress=False)
                 rec = json.loads(json.dumps(dataclasses.asdict(result), default=float))
                 rec["extra"]["bdpl"] = dict(method.extra_)
                 rec["extra"]["dev_eval_misses"] = int(getattr(method, "predict_misses_", 0))  # harness dev + eval scoring
                 if VARIANTS[variant]["strategy"] == "topk":
                     examples = subsample(task.split("eval"), args.eval_limit, EVAL_SUBSAMPLE_SEED)
-                    exact = evaluate(client, task, examples,
-                                     prompt=method.best_prompt_, progress=False)
-                    rec["extra"]["eval_exact"] = exact.to_json()
+                    if VARIANTS[variant]["endpoint"] == "chat":
+                        rec["extra"]["eval_exact"] = _chat_eval(client, vtask, examples, method.best_prompt_)
+                    else:
+                        rec["extra"]["eval_exact"] = evaluate(client, vtask, examples, prompt=method.best_prompt_,
+                                                              progress=False).to_json()
+                rec["extra"]["template"] = {"template": vtask.template, "label_words": list(vtask.label_words)}
                 rec["wall_s"] = round(time.perf_counter() - t0, 1)
+                rec["machine"] = _machine()
                 runs.setdefault(variant, {})[str(seed)] = rec
+                if variant in TEMPLATES and "chat_zero_shot" not in doc:
+                    examples = subsample(task.split("eval"), args.eval_limit, EVAL_SUBSAMPLE_SEED)
+                    top = _chat_eval(client, vtask, examples, "", strategy="topk", top_k=20)
+                    doc["chat_zero_shot"] = {"template": rec["extra"]["template"],
+                                             "exact": _chat_eval(client, vtask, examples, ""), "top20": top}
                 doc = {
                     "benchmark": "bdpl", "issue": 7, "task": "sst2", "split": "eval", "model": client.model,
                     "provider": client.profile.name, "budget_calls": args.budget, "eval_limit": args.eval_limit,
                     "variants": {v: VARIANTS[v] for v in runs}, "machine": _machine(),
                     "command": "python benchmarks/bdpl.py " + " ".join(sys.argv[1:] if argv is None else argv),
                     "summary": _summary(runs), "beside": _beside(), "runs": runs,
+                    "notes": doc.get("notes", []), "chat_zero_shot": doc.get("chat_zero_shot"),
                 }
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
