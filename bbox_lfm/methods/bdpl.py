@@ -59,7 +59,7 @@ import numpy as np
 
 from ..budget import Budget
 from ..errors import BudgetExhausted, ConfigError, check
-from ..tasks.evaluate import CHUNK
+from ..tasks.evaluate import score_prompts
 from ..tasks.metrics import metrics_from_predictions
 from ..vocab import candidate_vocabulary, load_candidates
 from .base import Method, register
@@ -374,13 +374,11 @@ class BDPL(Method):
             self.task_ = load_task(self.task_source_)
         if not examples:
             return np.zeros(0, dtype=int)
-        # fixed-size requests, as tasks.evaluate sends them: small enough to be answered in time
-        # on a busy CPU, and the same requests on every rerun, so the cache replays them
-        chunks = [list(examples[i:i + CHUNK]) for i in range(0, len(examples), CHUNK)]
-        with ThreadPoolExecutor(max_workers=min(len(chunks), client.max_concurrency)) as pool:
-            scores = list(pool.map(lambda c: self._score(client, self.best_prompt_, c, 1), chunks))
-        self.predict_misses_ = getattr(self, "predict_misses_", 0) + sum(sc.misses for sc in scores)
-        return np.concatenate([sc.predictions() for sc in scores])
+        texts = [self.task_.format(ex, prompt=self.best_prompt_) for ex in examples]
+        logprobs, misses = score_prompts(client, texts, self.task_.label_words, progress=False,
+                                         strategy=self.strategy, endpoint=self.endpoint, top_k=self.top_k)
+        self.predict_misses_ = getattr(self, "predict_misses_", 0) + misses
+        return np.asarray(logprobs.argmax(axis=1))
 
     def state(self) -> dict[str, Any]:
         """The learned state as JSON."""

@@ -21,11 +21,12 @@ CHUNK = 32
 
 def score_prompts(client: Any, prompts: Sequence[str], label_words: Sequence[str], *,
                   extra: Mapping[str, Any] | None = None, progress: bool = True,
-                  desc: str = "scoring") -> tuple[np.ndarray, int]:
+                  desc: str = "scoring", **how: Any) -> tuple[np.ndarray, int]:
     """``(logprobs [n, K], misses)`` for ``label_words`` after each prompt, through the client's
     scoring primitive, ``CHUNK`` prompts of similar length per request and
     ``client.max_concurrency`` requests in flight (the local server batches concurrent requests into
-    shared forward passes)."""
+    shared forward passes). ``how`` goes to :meth:`Client.score` (``strategy``, ``endpoint``,
+    ``top_k``)."""
     prompts = list(prompts)
     # Requests of prompts of similar length: a batch is padded to its longest prompt, so chunks of
     # the split's own order would waste about half of every forward pass on padding.
@@ -35,7 +36,7 @@ def score_prompts(client: Any, prompts: Sequence[str], label_words: Sequence[str
         return np.zeros((0, len(label_words))), 0
 
     def one(chunk: list[str]) -> Any:
-        return client.score(chunk, label_words, extra=extra, max_concurrency=1)
+        return client.score(chunk, label_words, extra=extra, max_concurrency=1, **how)
 
     from tqdm.auto import tqdm
 
