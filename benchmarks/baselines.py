@@ -7,8 +7,9 @@ split), on sst2, mr, agnews and rte, seeds 13, 21 and 42, through :func:`bbox_lf
     python benchmarks/baselines.py                       # the full eval splits (hours on 2 CPU cores)
     python benchmarks/baselines.py --limit 500 --tasks sst2 rte --seeds 13
 
-Resumable: every answer goes to the SQLite cache ``benchmarks/.cache/baselines.sqlite``, so a
-rerun replays what was done and continues; the JSON (``benchmarks/results/baselines.json``) is
+Resumable: runs the results file already has (same task, seed, baseline and eval rows) are kept
+as measured and skipped (``--redo`` runs them again); every answer goes to the SQLite cache
+``benchmarks/.cache/baselines.sqlite``, so a rerun replays an interrupted run and continues; the JSON (``benchmarks/results/baselines.json``) is
 rewritten after each run. ``--limit N`` scores a seeded subsample (seed 0, the same rows for
 every method and seed) of each eval split larger than N, and the JSON says so per run
 (``extra.eval_n``, ``extra.eval_limit``) and in its ``eval_rows`` table. The summary table is
@@ -59,6 +60,8 @@ def main() -> int:
     p.add_argument("--max-concurrency", type=int, default=2,
                    help="requests in flight; on a loaded CPU, many in flight can outlast the client timeout")
     p.add_argument("--timeout", type=float, default=600.0, help="client timeout per request (s)")
+    p.add_argument("--redo", action="store_true",
+                   help="run again what the results file already has (from the cache where it can)")
     args = p.parse_args()
 
     server = None
@@ -81,6 +84,9 @@ def main() -> int:
                     for label, method in configs(task, seed):
                         if args.methods and not any(label.startswith(m) for m in args.methods):
                             continue
+                        done = runs.get((name, seed, label))
+                        if done and not args.redo and done["eval"]["n"] == _eval_rows(task, args.limit):
+                            continue  # finished by an earlier invocation: keep what it measured
                         t0 = time.perf_counter()
                         result = run(method, client, task, seed=seed, eval_limit=args.limit, progress=sys.stderr.isatty())
                         result.extra["label"] = label
@@ -97,6 +103,12 @@ def main() -> int:
     print("\n" + summary_table(all_runs))
     print("\n" + runs_table(all_runs))
     return 0
+
+
+def _eval_rows(task: Any, limit: int | None) -> int:
+    """How many eval rows a run scores under ``--limit``."""
+    n = len(task.split("eval"))
+    return n if limit is None else min(n, limit)
 
 
 def _key(r: dict[str, Any]) -> tuple[str, int, str]:
