@@ -113,13 +113,7 @@ class Service:
         max_tokens: int,
     ) -> tuple[list[_Prompt], PromptTensors | None]:
         e = self.engine
-        tensors = prompt_tensors(
-            req.soft_prompt,
-            req.deep_prompt,
-            hidden_size=e.hidden_size,
-            num_layers=e.num_layers,
-            vocab_size=e.vocab_size,
-        )
+        tensors = self._tensors(req.soft_prompt, req.deep_prompt)
         prompts = []
         spans: dict[int, SoftSpan] = {}
         for index, text in enumerate(texts):
@@ -135,6 +129,12 @@ class Service:
                 )
             prompts.append(_Prompt(text, Sequence(ids, 0, self._span(spans, tensors, start))))
         return prompts, tensors
+
+    def _tensors(self, soft: Any, deep: Any) -> PromptTensors | None:
+        """A request's soft and deep prompts decoded and checked against the model's shapes."""
+        e = self.engine
+        return prompt_tensors(soft, deep, hidden_size=e.hidden_size, num_layers=e.num_layers,
+                              vocab_size=e.vocab_size)
 
     def _span(self, spans: dict[int, SoftSpan], tensors: PromptTensors | None, start: int | None) -> SoftSpan | None:
         """The request's soft span at ``start``, made once per request (``spans``) so its rows share
@@ -441,13 +441,7 @@ class Service:
         if not texts:
             raise InvalidRequest("input must not be an empty list", param="input")
         e = self.engine
-        tensors = prompt_tensors(
-            req.soft_prompt,
-            None,
-            hidden_size=e.hidden_size,
-            num_layers=e.num_layers,
-            vocab_size=e.vocab_size,
-        )
+        tensors = self._tensors(req.soft_prompt, None)
         rows = []
         spans: dict[int, SoftSpan] = {}
         for index, text in enumerate(texts):
