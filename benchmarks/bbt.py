@@ -35,8 +35,13 @@ RESULTS = ROOT / "results"
 
 
 def _save(path: Path, data: dict[str, Any]) -> None:
+    """Write the results, with the (method, seed) runs still missing named in ``missing``."""
     from bbox_lfm.results import write_result
 
+    done = {name: {r["seed"] for r in runs} for name, runs in data["runs"].items()}
+    data["missing"] = {name: [s for s in data["seeds"] if s not in done.get(name, set())]
+                       for name in data["methods"]}
+    data["missing"] = {name: seeds for name, seeds in data["missing"].items() if seeds}
     write_result(path, data)
 
 
@@ -173,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     task = load_task("sst2")
     info = client.model_info()
     data: dict[str, Any] = {
-        "task": "sst2", "shots": 16, "seeds": args.seeds, "budget_calls": args.budget, "model": client.model,
+        "task": "sst2", "shots": 16, "seeds": args.seeds, "methods": ["bbt", "bbtv2"],
+        "budget_calls": args.budget, "model": client.model,
+        "command": "python benchmarks/bbt.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "eval_split": task.eval_split, "eval_limit": args.eval_limit,
         "machine": {"device": "cuda " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
                     "cpu_count": os.cpu_count()},
