@@ -67,6 +67,20 @@ def _chat_eval(client: Any, task: Any, examples: list[Any], prompt: str, *, stra
     return {"accuracy": m.accuracy, "f1": m.f1, "n": len(examples), "misses": sc.misses}
 
 
+def _write(out: Path, doc: dict[str, Any], client: Any, args: argparse.Namespace, argv: list[str] | None,
+           runs: dict[str, dict[str, Any]]) -> None:
+    """Rewrite the results file (after every run: an interrupted benchmark keeps what finished)."""
+    doc.update({
+        "benchmark": "bdpl", "issue": 7, "task": "sst2", "split": "eval", "model": client.model,
+        "provider": client.profile.name, "budget_calls": args.budget, "eval_limit": args.eval_limit,
+        "variants": {v: VARIANTS[v] for v in runs}, "machine": _machine(),
+        "command": "python benchmarks/bdpl.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "summary": _summary(runs), "beside": _beside(), "runs": runs,
+    })
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def _machine() -> str:
     """Where the local server ran (its device decides the speed, not the figures' meaning)."""
     import torch
@@ -129,7 +143,8 @@ def _summary(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[13, 21, 42])
+    ap.add_argument("--seeds", type=int, nargs="*", default=[13, 21, 42],
+                    help="none: only the chat zero-shot figures (with a chat variant)")
     ap.add_argument("--budget", type=int, default=None,
                     help="search calls per run (default: the budget recorded in results/bbt.json, else 1000)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -149,10 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     from bbox_lfm.tasks import evaluate, load_task, subsample
 
     out = Path(args.out)
-    doc: dict[str, Any] = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
-    if doc.get("budget_calls") != args.budget or doc.get("eval_limit") != args.eval_limit:
+    old: dict[str, Any] = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
+    doc = old
+    if old.get("budget_calls") != args.budget or old.get("eval_limit") != args.eval_limit:
         doc = {}  # another configuration: start over (the cache still replays what it can)
+        if old.get("eval_limit") == args.eval_limit and old.get("chat_zero_shot"):
+            doc["chat_zero_shot"] = old["chat_zero_shot"]  # no search, so no budget: still valid
     runs: dict[str, dict[str, Any]] = doc.get("runs", {})
+    for by_seed in runs.values():  # runs from before per-run machines ran where the old file says
+        for rec in by_seed.values():
+            rec.setdefault("machine", old.get("machine"))
     Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
     task = load_task("sst2")
 
@@ -165,6 +186,15 @@ def main(argv: list[str] | None = None) -> int:
         server = start_local(args.local_model, served_model_name=DEFAULT_MODEL_ID if args.local_model else None)
     try:
         client = Client.local(server or args.base_url, cache=args.cache, max_concurrency=args.max_concurrency)
+        examples = subsample(task.split("eval"), args.eval_limit, EVAL_SUBSAMPLE_SEED)
+        if any(v in TEMPLATES for v in args.variants) and not doc.get("chat_zero_shot"):
+            # the chat template alone, scored exactly and from the top 20: the API limit's cost
+            # before any search
+            chat = task.with_template(*CHAT_TEMPLATE)
+            doc["chat_zero_shot"] = {"template": {"template": chat.template, "label_words": list(chat.label_words)},
+                                     "exact": _chat_eval(client, chat, examples, ""),
+                                     "top20": _chat_eval(client, chat, examples, "", strategy="topk", top_k=20)}
+            _write(out, doc, client, args, argv, runs)
         for variant in args.variants:
             for seed in args.seeds:
                 if str(seed) in runs.get(variant, {}):
@@ -177,7 +207,6 @@ def main(argv: list[str] | None = None) -> int:
                 rec["extra"]["bdpl"] = dict(method.extra_)
                 rec["extra"]["dev_eval_misses"] = int(getattr(method, "predict_misses_", 0))  # harness dev + eval scoring
                 if VARIANTS[variant]["strategy"] == "topk":
-                    examples = subsample(task.split("eval"), args.eval_limit, EVAL_SUBSAMPLE_SEED)
                     if VARIANTS[variant]["endpoint"] == "chat":
                         rec["extra"]["eval_exact"] = _chat_eval(client, vtask, examples, method.best_prompt_)
                     else:
@@ -187,21 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 rec["wall_s"] = round(time.perf_counter() - t0, 1)
                 rec["machine"] = _machine()
                 runs.setdefault(variant, {})[str(seed)] = rec
-                if variant in TEMPLATES and "chat_zero_shot" not in doc:
-                    examples = subsample(task.split("eval"), args.eval_limit, EVAL_SUBSAMPLE_SEED)
-                    top = _chat_eval(client, vtask, examples, "", strategy="topk", top_k=20)
-                    doc["chat_zero_shot"] = {"template": rec["extra"]["template"],
-                                             "exact": _chat_eval(client, vtask, examples, ""), "top20": top}
-                doc = {
-                    "benchmark": "bdpl", "issue": 7, "task": "sst2", "split": "eval", "model": client.model,
-                    "provider": client.profile.name, "budget_calls": args.budget, "eval_limit": args.eval_limit,
-                    "variants": {v: VARIANTS[v] for v in runs}, "machine": _machine(),
-                    "command": "python benchmarks/bdpl.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                    "summary": _summary(runs), "beside": _beside(), "runs": runs,
-                    "notes": doc.get("notes", []), "chat_zero_shot": doc.get("chat_zero_shot"),
-                }
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+                _write(out, doc, client, args, argv, runs)
                 ev = rec["eval"]
                 print(f"{variant} seed {seed}: eval acc {ev['accuracy']:.4f} f1 {ev['f1']:.4f} "
                       f"prompt {rec['prompt']!r} misses {rec['extra']['bdpl']['misses']} "
