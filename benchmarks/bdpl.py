@@ -55,18 +55,6 @@ CHAT_TEMPLATE = ("{text}\nIs this movie review positive or negative? Answer with
 TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {"chat-exact": CHAT_TEMPLATE, "chat-top20": CHAT_TEMPLATE}
 
 
-def _chat_eval(client: Any, task: Any, examples: list[Any], prompt: str, *, strategy: str = "exact",
-               top_k: int | None = None) -> dict[str, Any]:
-    """``prompt`` scored through Chat Completions on ``examples`` (one request each), exactly or
-    from the top ``top_k`` logprobs (floored misses counted)."""
-    from bbox_lfm.tasks.metrics import metrics_from_predictions
-
-    texts = [task.format(ex, prompt=prompt) for ex in examples]
-    sc = client.score(texts, task.label_words, strategy=strategy, endpoint="chat", top_k=top_k)
-    m = metrics_from_predictions([ex.label for ex in examples], sc.predictions(), len(task.labels))
-    return {"accuracy": m.accuracy, "f1": m.f1, "n": len(examples), "misses": sc.misses}
-
-
 def _write(out: Path, doc: dict[str, Any], client: Any, args: argparse.Namespace, argv: list[str] | None,
            runs: dict[str, dict[str, Any]]) -> None:
     """Rewrite the results file (after every run: an interrupted benchmark keeps what finished)."""
@@ -191,9 +179,11 @@ def main(argv: list[str] | None = None) -> int:
             # the chat template alone, scored exactly and from the top 20: the API limit's cost
             # before any search
             chat = task.with_template(*CHAT_TEMPLATE)
-            doc["chat_zero_shot"] = {"template": {"template": chat.template, "label_words": list(chat.label_words)},
-                                     "exact": _chat_eval(client, chat, examples, ""),
-                                     "top20": _chat_eval(client, chat, examples, "", strategy="topk", top_k=20)}
+            doc["chat_zero_shot"] = {
+                "template": {"template": chat.template, "label_words": list(chat.label_words)},
+                "exact": evaluate(client, chat, examples, endpoint="chat", progress=False).to_json(),
+                "top20": evaluate(client, chat, examples, endpoint="chat", strategy="topk", top_k=20,
+                                  progress=False).to_json()}
             _write(out, doc, client, args, argv, runs)
         for variant in args.variants:
             for seed in args.seeds:
@@ -206,12 +196,10 @@ def main(argv: list[str] | None = None) -> int:
                 rec = json.loads(json.dumps(dataclasses.asdict(result), default=float))
                 rec["extra"]["bdpl"] = dict(method.extra_)
                 rec["extra"]["dev_eval_misses"] = int(getattr(method, "predict_misses_", 0))  # harness dev + eval scoring
-                if VARIANTS[variant]["strategy"] == "topk":
-                    if VARIANTS[variant]["endpoint"] == "chat":
-                        rec["extra"]["eval_exact"] = _chat_eval(client, vtask, examples, method.best_prompt_)
-                    else:
-                        rec["extra"]["eval_exact"] = evaluate(client, vtask, examples, prompt=method.best_prompt_,
-                                                              progress=False).to_json()
+                if VARIANTS[variant]["strategy"] == "topk":  # the found prompt scored exactly, same endpoint
+                    rec["extra"]["eval_exact"] = evaluate(client, vtask, examples, prompt=method.best_prompt_,
+                                                          endpoint=VARIANTS[variant]["endpoint"],
+                                                          progress=False).to_json()
                 rec["extra"]["template"] = {"template": vtask.template, "label_words": list(vtask.label_words)}
                 rec["wall_s"] = round(time.perf_counter() - t0, 1)
                 rec["machine"] = _machine()

@@ -57,17 +57,18 @@ def score_prompts(client: Any, prompts: Sequence[str], label_words: Sequence[str
 
 def evaluate(client: Any, task: Task, examples: Sequence[Example] | str, *, prompt: str = "",
              extra: Mapping[str, Any] | None = None, limit: int | None = None, seed: int = 0,
-             progress: bool = True) -> Metrics:
+             progress: bool = True, **how: Any) -> Metrics:
     """Score ``examples`` (or a split name: ``"eval"``, ``"dev"``...) with ``task``'s template,
     ``prompt`` and label words; ``limit`` takes a seeded subsample of that many examples;
-    ``extra`` goes into every request (e.g. a ``soft_prompt``)."""
+    ``extra`` goes into every request (e.g. a ``soft_prompt``); ``how`` chooses the scoring
+    (``strategy``, ``endpoint``, ``top_k``: see :func:`score_prompts`)."""
     if isinstance(examples, str):
         examples = task.split(examples)
     check(limit is None or limit >= 1, "limit", "None or an integer >= 1", limit)
     examples = subsample(examples, limit, seed)
     prompts = [task.format(ex, prompt) for ex in examples]
     logprobs, misses = score_prompts(client, prompts, task.label_words, extra=extra, progress=progress,
-                                     desc=f"eval {task.name}")
+                                     desc=f"eval {task.name}", **how)
     return metrics_from_predictions([ex.label for ex in examples], logprobs.argmax(axis=1) if len(logprobs)
                                     else np.zeros(0, dtype=np.int64), len(task.labels),
                                     logprobs=logprobs, misses=misses)
