@@ -34,14 +34,21 @@ ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 
 
+def _missing(data: dict[str, Any]) -> dict[str, list[int]]:
+    """The seeds each method still lacks (methods with none left out)."""
+    missing = {}
+    for name in data["methods"]:
+        done = {r["seed"] for r in data["runs"].get(name, [])}
+        if left := [s for s in data["seeds"] if s not in done]:
+            missing[name] = left
+    return missing
+
+
 def _save(path: Path, data: dict[str, Any]) -> None:
     """Write the results, with the (method, seed) runs still missing named in ``missing``."""
     from bbox_lfm.results import write_result
 
-    done = {name: {r["seed"] for r in runs} for name, runs in data["runs"].items()}
-    data["missing"] = {name: [s for s in data["seeds"] if s not in done.get(name, set())]
-                       for name in data["methods"]}
-    data["missing"] = {name: seeds for name, seeds in data["missing"].items() if seeds}
+    data["missing"] = _missing(data)
     write_result(path, data)
 
 
@@ -228,12 +235,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name} seed {seed}: eval {r['eval_accuracy']:.4f} calls {r['calls']} wall {r['wall_s']:.0f}s",
                   flush=True)
     if "bbt" in data["summary"] and "bbtv2" in data["summary"]:
-        done = {name: sorted(r["seed"] for r in data["runs"][name]) for name in ("bbt", "bbtv2")}
         data["bar"] = {
             "bbt_beats_start_on_every_seed": all(r["beats_start_prompt"] for r in data["runs"]["bbt"]),
             "bbtv2_mean_at_least_bbt": data["summary"]["bbtv2"]["eval_accuracy_mean"]
             >= data["summary"]["bbt"]["eval_accuracy_mean"],
-            "seeds_done": done, "complete": all(d == sorted(args.seeds) for d in done.values())}
+            "complete": not _missing(data)}
     if args.throughput_reps > 0 or "throughput" not in data:
         data["throughput"] = throughput(client, task, popsize=20, reps=max(1, args.throughput_reps),
                                         seed=args.seeds[0])
