@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -79,6 +80,22 @@ class Generated:
     finish_reason: str = "length"
 
 
+def cache_argument(forward: Any) -> str:
+    """The keyword under which ``forward`` takes past keys and values: ``cache`` in newer
+    transformers, ``past_key_values`` before the rename. The wrong name is not an error there:
+    ``**kwargs`` swallows it and the pass silently runs without the cached prefix."""
+    params = inspect.signature(forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in params:
+            return name
+    raise TypeError(f"the model's forward takes neither 'cache' nor 'past_key_values': {list(params)}")
+
+
+def output_cache(out: Any) -> Any:
+    """The keys/values a forward pass with ``use_cache=True`` returned (either transformers' name)."""
+    return out.cache if hasattr(out, "cache") else out.past_key_values
+
+
 def _find_layers(model: Any, num_layers: int) -> Any:
     """The decoder's ModuleList of blocks (``model.model.layers`` for Llama-like models)."""
     import torch
@@ -107,6 +124,7 @@ class Engine:
         self.model_id = loaded.model_id
         self.tokenizer = loaded.tokenizer
         self.model = loaded.model
+        self._cache_arg = cache_argument(self.model.forward)
         self.device = loaded.device
         self.dtype = loaded.dtype
         config = self.model.config
@@ -367,8 +385,7 @@ class Engine:
             self.prefix_stats["prefix_hits"] += 1
             return len(best[1]), self._prefixes[best]
         out, _, _ = self._prefill([Sequence(head, 1, seq.soft)], use_cache=True, keep=1)
-        cache = out.cache if hasattr(out, "cache") else out.past_key_values
-        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        kv = [(layer.keys, layer.values) for layer in output_cache(out).layers]
         self._prefixes[soft, head] = kv
         while len(self._prefixes) > _PREFIX_CACHE_SIZE:
             self._prefixes.popitem(last=False)
@@ -397,8 +414,8 @@ class Engine:
         positions = n + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
         keep = max(s.keep for s in seqs)
         with torch.inference_mode():
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
-                             use_cache=True, logits_to_keep=keep)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                             logits_to_keep=keep, **{self._cache_arg: cache})
             logp = torch.log_softmax(out.logits.float(), dim=-1).cpu()
         self.prefix_stats["shared_passes"] += 1
         self.prefix_stats["prefix_positions_saved"] += n * (rows - 1)
@@ -515,8 +532,8 @@ class Engine:
                     input_ids=chosen[:, None],
                     attention_mask=mask,
                     position_ids=positions,
-                    cache=out.cache,
                     use_cache=True,
+                    **{self._cache_arg: output_cache(out)},
                 )
         return outs
 

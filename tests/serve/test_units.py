@@ -125,3 +125,23 @@ def test_cli_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert args.model is None and args.host == "127.0.0.1" and args.max_batch == ServeConfig().max_batch
     with pytest.raises(ValueError, match="max_batch"):
         ServeConfig(max_batch=0)
+
+
+def test_cache_argument_follows_the_forward_signature() -> None:
+    """The prefix keys/values go under the name the model's forward takes: transformers renamed
+    ``past_key_values`` to ``cache``, and a wrong name is swallowed by ``**kwargs`` (a pass that
+    silently ignores the cached prefix: the shared-prefix rows lost their soft prompt)."""
+    from types import SimpleNamespace
+
+    from bbox_lfm.serve.engine import cache_argument, output_cache
+
+    def new(input_ids=None, cache=None, use_cache=None, **kwargs): ...  # noqa: ANN001, ANN003, ANN202
+    def old(input_ids=None, past_key_values=None, use_cache=None, **kwargs): ...  # noqa: ANN001, ANN003, ANN202
+    def neither(input_ids=None, **kwargs): ...  # noqa: ANN001, ANN003, ANN202
+
+    assert cache_argument(new) == "cache"
+    assert cache_argument(old) == "past_key_values"
+    with pytest.raises(TypeError, match="neither 'cache' nor 'past_key_values'"):
+        cache_argument(neither)
+    assert output_cache(SimpleNamespace(cache=1)) == 1
+    assert output_cache(SimpleNamespace(past_key_values=2)) == 2
