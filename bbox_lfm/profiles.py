@@ -78,7 +78,10 @@ def _search_dirs() -> list[Path]:
     user = os.environ.get("BBOX_LFM_PROVIDERS_DIR")
     if user:
         dirs.append(Path(user))
-    dirs.append(Path(str(resources.files("bbox_lfm.providers"))))
+    try:
+        dirs.append(Path(str(resources.files("bbox_lfm.providers"))))
+    except ModuleNotFoundError:  # a source checkout on PYTHONPATH, not installed: the folder it maps
+        dirs.append(Path(__file__).resolve().parent.parent / "providers")
     return dirs
 
 
