@@ -52,6 +52,17 @@ def _save(path: Path, data: dict[str, Any]) -> None:
     write_result(path, data)
 
 
+def _set_bar(data: dict[str, Any]) -> None:
+    """The issue's bar, once both methods have runs: BBT beats its start prompt on every seed,
+    BBTv2's mean is at least BBT's, and whether every (method, seed) run is in."""
+    if "bbt" in data["summary"] and "bbtv2" in data["summary"]:
+        data["bar"] = {
+            "bbt_beats_start_on_every_seed": all(r["beats_start_prompt"] for r in data["runs"]["bbt"]),
+            "bbtv2_mean_at_least_bbt": data["summary"]["bbtv2"]["eval_accuracy_mean"]
+            >= data["summary"]["bbt"]["eval_accuracy_mean"],
+            "complete": not _missing(data)}
+
+
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     accs = [r["eval_accuracy"] for r in runs]
     return {"eval_accuracy_mean": statistics.mean(accs), "eval_accuracy_std": statistics.pstdev(accs),
@@ -234,12 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             _save(out, data)
             print(f"{name} seed {seed}: eval {r['eval_accuracy']:.4f} calls {r['calls']} wall {r['wall_s']:.0f}s",
                   flush=True)
-    if "bbt" in data["summary"] and "bbtv2" in data["summary"]:
-        data["bar"] = {
-            "bbt_beats_start_on_every_seed": all(r["beats_start_prompt"] for r in data["runs"]["bbt"]),
-            "bbtv2_mean_at_least_bbt": data["summary"]["bbtv2"]["eval_accuracy_mean"]
-            >= data["summary"]["bbt"]["eval_accuracy_mean"],
-            "complete": not _missing(data)}
+    _set_bar(data)
     if args.throughput_reps > 0 or "throughput" not in data:
         data["throughput"] = throughput(client, task, popsize=20, reps=max(1, args.throughput_reps),
                                         seed=args.seeds[0])

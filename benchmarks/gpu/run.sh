@@ -6,6 +6,9 @@
 #   bash benchmarks/gpu/run.sh gguf_a     # call 1: carry .gguf_a, keep the half on the machine
 #   bash benchmarks/gpu/run.sh bbt        # call 2: carry .gguf_b, .whl, .data_gpu; BBT / BBTv2 (1,200 calls)
 #   bash benchmarks/gpu/run.sh bdpl       # call 3 (same machine): BDPL, three variants (1,200 calls)
+#   bash benchmarks/gpu/run.sh all        # call 2 instead of bbt and bdpl: the runs bbt.json and
+#                                         # bdpl.json lack, side by side, one process each, into $OUT;
+#                                         # benchmarks/gpu/merge.py then folds them in here
 #
 # Arguments after the first go to the benchmark (e.g. --seeds 13 --out /tmp/x.json for a try);
 # PYTHON and DEVICE override the interpreter (python3) and the server's device (cuda).
@@ -28,6 +31,25 @@ ln -sf $store/model.gguf $gguf
 case $what in
   bbt)  $PYTHON benchmarks/bbt.py --budget 1200 --model $gguf --device "$DEVICE" --cache-mode off --throughput-reps 0 "$@" ;;
   bdpl) $PYTHON benchmarks/bdpl.py --budget 1200 --local-model $gguf --max-concurrency 64 "$@" ;;
+  all)
+    # One process per missing (method, seed) of bbt.json and per BDPL variant, all at once: one
+    # process keeps neither the GPU nor this machine's 16 cores busy (BBTv2's deep prompts are
+    # mostly serialisation). Each writes its own results file into $OUT after every finished
+    # run, and stops after T seconds, so a cut-off call still brings back what finished.
+    o=${OUT:-$store/out}; mkdir -p "$o" $store/logs
+    export OMP_NUM_THREADS=2
+    job() { local name=$1; shift; timeout "${T:-470}" "$@" > $store/logs/$name.log 2>&1 & }
+    bbt=(benchmarks/bbt.py --budget 1200 --model $gguf --device "$DEVICE" --cache-mode off --throughput-reps 0)
+    job bbt-42 $PYTHON "${bbt[@]}" --methods bbt --seeds 42 --out "$o/bbt-bbt-42.json" --plot $store/a.png "$@"
+    job bbtv2-21 $PYTHON "${bbt[@]}" --methods bbtv2 --seeds 21 --out "$o/bbt-bbtv2-21.json" --plot $store/b.png "$@"
+    job bbtv2-42 $PYTHON "${bbt[@]}" --methods bbtv2 --seeds 42 --out "$o/bbt-bbtv2-42.json" --plot $store/c.png "$@"
+    for v in exact chat-exact chat-top20; do
+      job bdpl-$v $PYTHON benchmarks/bdpl.py --budget 1200 --local-model $gguf --max-concurrency 64 --variants $v \
+          --cache $store/bdpl-$v.sqlite --out "$o/bdpl-$v.json" "$@"
+    done
+    wait
+    for f in $store/logs/*.log; do echo "== $f"; tr "\r" "\n" < "$f" | grep -v "Loading weights\|Writing model\|Converting and\|^ *$" | tail -n 12; done | tee "$o/logs.txt"
+    exit 0 ;;
 esac
 rc=$?
 [[ -n ${OUT:-} ]] && cp benchmarks/results/bbt.json benchmarks/results/bbt.png benchmarks/results/bdpl.json "$OUT"/ 2>/dev/null
