@@ -9,6 +9,11 @@ that file lacks it; a run already there is kept. Parts whose baselines (measured
 process) disagree with the results file's by more than one eval row are refused: they would come
 from another model or another code path. Every taken run records the part it came from and how
 many benchmark processes shared the GPU with it (its wall time is not a one-process time).
+
+``--verify`` scores each new BDPL run's learned prompt again on the eval split, on this machine's
+local server, and refuses a run whose figure moves by more than ``--tolerance``: a different
+library version on the lent machine once changed the figures silently (the shared-prefix path of
+transformers 5.17), and only a second machine shows that.
 """
 
 from __future__ import annotations
@@ -62,7 +67,35 @@ def merge_bbt(parts: list[Path], target: Path, plot: Path, side_by_side: int) ->
     return taken
 
 
-def merge_bdpl(parts: list[Path], target: Path, side_by_side: int) -> list[str]:
+def _verifier(model: str | None, tolerance: float) -> Any:
+    """``check(variant, rec)``: the run's eval figures scored again here, refused beyond ``tolerance``."""
+    from bbox_lfm import Client
+    from bbox_lfm.serve import start_local
+    from bbox_lfm.serve.config import DEFAULT_MODEL_ID
+    from bbox_lfm.tasks import evaluate, load_task
+
+    server = start_local(model, served_model_name=DEFAULT_MODEL_ID if model else None)
+    client = Client.local(server, cache=BENCH / ".cache" / "bdpl.sqlite", max_concurrency=8)
+    task = load_task("sst2")
+
+    def check(variant: str, rec: dict[str, Any]) -> None:
+        how = bdpl.VARIANTS[variant]
+        vtask = task.with_template(*bdpl.TEMPLATES[variant]) if variant in bdpl.TEMPLATES else task
+        here = {"eval": evaluate(client, vtask, "eval", prompt=rec["prompt"], progress=False, **how).to_json()}
+        if how["strategy"] == "topk":
+            here["eval_exact"] = evaluate(client, vtask, "eval", prompt=rec["prompt"], endpoint=how["endpoint"],
+                                          progress=False).to_json()
+        for key, met in here.items():
+            there = rec["eval"] if key == "eval" else rec["extra"].get(key)
+            if there is None or abs(there["accuracy"] - met["accuracy"]) > tolerance:
+                raise SystemExit(f"{variant} seed {rec['seed']}: {key} accuracy {there and there['accuracy']} "
+                                 f"there, {met['accuracy']:.4f} here (tolerance {tolerance})")
+        rec["verified_here"] = {**here, "tolerance": tolerance, "machine": bdpl._machine()}
+
+    return check
+
+
+def merge_bdpl(parts: list[Path], target: Path, side_by_side: int, verify: Any = None) -> list[str]:
     doc: dict[str, Any] = json.loads(target.read_text(encoding="utf-8")) if target.is_file() else {}
     first = json.loads(parts[0].read_text(encoding="utf-8"))
     if (doc.get("budget_calls"), doc.get("eval_limit")) != (first["budget_calls"], first["eval_limit"]):
@@ -88,6 +121,8 @@ def merge_bdpl(parts: list[Path], target: Path, side_by_side: int) -> list[str]:
                 if seed in runs.get(variant, {}):
                     continue
                 rec["command"], rec["side_by_side"] = p["command"], side_by_side
+                if verify is not None:
+                    verify(variant, rec)
                 runs.setdefault(variant, {})[seed] = rec
                 taken.append(f"{variant} seed {seed}: eval {rec['eval']['accuracy']:.4f}")
     doc.update({
@@ -108,17 +143,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dir", type=Path, help="the folder run.sh all wrote its part files into")
     ap.add_argument("--results", type=Path, default=BENCH / "results")
+    ap.add_argument("--only", nargs="+", default=None, help="part file names to take (default: all in dir)")
+    ap.add_argument("--verify", action="store_true", help="score new BDPL runs' prompts again here first")
+    ap.add_argument("--tolerance", type=float, default=0.01, help="--verify's largest accuracy change")
+    ap.add_argument("--model", default=None, help="--verify's local model (default: the embedded SmolLM2)")
     args = ap.parse_args(argv)
-    bbt_parts = sorted(args.dir.glob("bbt-*.json"))
-    bdpl_parts = sorted(args.dir.glob("bdpl-*.json"))
-    n = len(bbt_parts) + len(bdpl_parts)
-    if not n:
+    keep = (lambda f: f.name in args.only) if args.only else (lambda f: True)
+    bbt_parts = sorted(f for f in args.dir.glob("bbt-*.json") if keep(f))
+    bdpl_parts = sorted(f for f in args.dir.glob("bdpl-*.json") if keep(f))
+    n = len(list(args.dir.glob("bbt-*.json"))) + len(list(args.dir.glob("bdpl-*.json")))  # processes that ran
+    if not bbt_parts and not bdpl_parts:
         raise SystemExit(f"dir: no bbt-*.json or bdpl-*.json in {args.dir}")
     if bbt_parts:
         for line in merge_bbt(bbt_parts, args.results / "bbt.json", args.results / "bbt.png", n):
             print("bbt.json +", line)
     if bdpl_parts:
-        for line in merge_bdpl(bdpl_parts, args.results / "bdpl.json", n):
+        verify = _verifier(args.model, args.tolerance) if args.verify else None
+        for line in merge_bdpl(bdpl_parts, args.results / "bdpl.json", n, verify):
             print("bdpl.json +", line)
     return 0
 
