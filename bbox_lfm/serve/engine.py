@@ -156,6 +156,31 @@ class Engine:
         layers = _find_layers(self.model, self.num_layers)
         for index, layer in enumerate(layers):
             layer.register_forward_pre_hook(self._make_hook(index), with_kwargs=True)
+        self.check_prefix_reuse()
+
+    def check_prefix_reuse(self) -> None:
+        """Refuse to serve if a pass that reuses a shared prefix's keys/values disagrees with a
+        plain pass on two probe rows. Such a pass once dropped the prefix without any error (a
+        transformers release took the cache under another keyword), which scored soft prompts,
+        chat system prompts and demonstrations as absent. Three small forward passes at start-up."""
+        import torch
+
+        probe = self.encode("A short probe shared by both rows, long enough to be reused. " * 3, specials=True)
+        rows = [Sequence(probe + self.encode(tail, specials=False), 1) for tail in (" It was", " Then came the end")]
+        n = self.shared_prefix(rows)
+        if not n:
+            return
+        shared = self._logprobs_shared(rows, n)
+        plain = [self.logprobs([row])[0] for row in rows]
+        self._prefixes.clear()
+        self.prefix_stats = dict.fromkeys(self.prefix_stats, 0)
+        gap = max(float((a - b).abs().max()) for a, b in zip(shared, plain))
+        tolerance = 1e-3 if self.dtype == torch.float32 else 0.1
+        if gap > tolerance:
+            raise RuntimeError(
+                f"the shared-prefix pass differs from a plain pass by {gap:.3g} in log-probability "
+                f"(tolerance {tolerance}): this transformers version does not take the prefix's keys/values "
+                f"under {self._cache_arg!r}; please report it with the version")
 
     # -- tokenization (request threads) --------------------------------------------------
 

@@ -253,6 +253,19 @@ def test_shared_prefix_runs_once_and_changes_nothing(
         assert np.abs(changed - together).max() > 1e-3
 
 
+def test_engine_refuses_a_cache_keyword_the_model_ignores(local_server: LocalServer) -> None:
+    """The start-up probe catches a forward that swallows the prefix's keys/values (the
+    transformers 5.17 failure: the wrong keyword vanished into ``**kwargs``)."""
+    engine = local_server.app.service.engine
+    engine.check_prefix_reuse()  # the real keyword passes
+    right, engine._cache_arg = engine._cache_arg, "not_a_cache_keyword"
+    try:
+        with pytest.raises(RuntimeError, match="shared-prefix pass differs from a plain pass"):
+            engine.check_prefix_reuse()
+    finally:
+        engine._cache_arg = right
+
+
 def test_concurrent_generations_decode_together(openai_client: Any, local_server: LocalServer) -> None:
     """Sampled generations sent at once decode in shared passes and give what each gives alone."""
 
