@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/bbt.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "eval_split": task.eval_split, "eval_limit": args.eval_limit,
         "machine": {"device": "cuda " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-                    "cpu_count": os.cpu_count()},
+                    "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                    "transformers": __import__("transformers").__version__},
         "model_info": {k: info.get(k) for k in ("hidden_size", "num_layers", "embedding_std")},
         "baselines": {}, "runs": {}, "summary": {},
     }

@@ -70,11 +70,14 @@ def _write(out: Path, doc: dict[str, Any], client: Any, args: argparse.Namespace
 
 
 def _machine() -> str:
-    """Where the local server ran (its device decides the speed, not the figures' meaning)."""
+    """Where the local server ran (its device decides the speed, not the figures' meaning) and
+    with which torch and transformers (a transformers release once changed the figures)."""
     import torch
+    import transformers
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}"
+    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}, "
+            f"transformers {transformers.__version__}")
 
 
 def _mean_std(xs: list[float]) -> dict[str, float | None]:

@@ -27,8 +27,8 @@ from typing import Any
 BENCH = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BENCH))
 
-import bbt  # noqa: E402  (benchmarks/bbt.py)
-import bdpl  # noqa: E402  (benchmarks/bdpl.py)
+import bbt  # benchmarks/bbt.py
+import bdpl  # benchmarks/bdpl.py
 
 
 def _same(a: float, b: float, n: int) -> bool:

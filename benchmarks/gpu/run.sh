@@ -27,6 +27,7 @@ $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=$store/site:$PWD PYTHONUNBUFFERED=1
 [[ -d .data_gpu ]] && export BBOX_LFM_DATA=$PWD/.data_gpu
 gguf=$store/SmolLM2-135M-Instruct.Q4_1.gguf   # the file name is the served model's name
+$PYTHON -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 ln -sf $store/model.gguf $gguf
 case $what in
   bbt)  $PYTHON benchmarks/bbt.py --budget 1200 --model $gguf --device "$DEVICE" --cache-mode off --throughput-reps 0 "$@" ;;

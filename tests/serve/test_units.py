@@ -135,9 +135,9 @@ def test_cache_argument_follows_the_forward_signature() -> None:
 
     from bbox_lfm.serve.engine import cache_argument, output_cache
 
-    def new(input_ids=None, cache=None, use_cache=None, **kwargs): ...  # noqa: ANN001, ANN003, ANN202
-    def old(input_ids=None, past_key_values=None, use_cache=None, **kwargs): ...  # noqa: ANN001, ANN003, ANN202
-    def neither(input_ids=None, **kwargs): ...  # noqa: ANN001, ANN003, ANN202
+    def new(input_ids=None, cache=None, use_cache=None, **kwargs): ...
+    def old(input_ids=None, past_key_values=None, use_cache=None, **kwargs): ...
+    def neither(input_ids=None, **kwargs): ...
 
     assert cache_argument(new) == "cache"
     assert cache_argument(old) == "past_key_values"
