@@ -328,6 +328,9 @@ class BBT(Method):
                 break
             opt.tell(zs, L)                                                # CMA-ES update of m, sigma, C
             run.maybe_eval(run.best_Z)
+        stops = [k for k in opt.stop() if k != "maxiter"]  # maxiter = the budget's generations
+        if stops and run.stopped_by == "budget":
+            run.stopped_by = "optimizer: " + ", ".join(stops)  # e.g. tolfun: every loss the same
         run.maybe_eval(run.best_Z, final=True)
         self.z_ = np.asarray(run.finish(np.zeros(d)), dtype=np.float64)
         self.best_prompt_ = self.prompt_extra(self.z_)["soft_prompt"]

@@ -38,8 +38,8 @@ def _score(query: Query) -> dict[str, Any]:
 class FakeServer(MockAdapter):
     """The fake model plus the metadata and hidden_stats routes of bbox-lfm's server."""
 
-    def __init__(self) -> None:
-        super().__init__(_score)
+    def __init__(self, score: Any = None) -> None:
+        super().__init__(score or _score)
         self.posts: list[tuple[str, Any]] = []
 
     def models(self) -> list[dict[str, Any]]:

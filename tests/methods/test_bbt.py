@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 from pathlib import Path
@@ -140,6 +141,19 @@ def test_budget_stops_at_whole_generations_and_on_exhaustion() -> None:
     m = BBT(**TINY).fit(tight, task, split=split)
     assert m.stopped_by_ == "BudgetExhausted" and m.budget_spent_["calls"] <= 10
     assert m.best_prompt_["shape"] == [3, fakes.D]
+
+
+def test_an_optimizer_stop_is_named_not_called_budget() -> None:
+    """A server that ignores the prompt gives every candidate the same loss; CMA-ES stops on flat
+    fitness long before the budget, and the run says so (a model that silently dropped the soft
+    prompt once looked like a run that had spent its budget)."""
+    def deaf(query):  # the prompt tensor changes nothing
+        zero = {**query.extra, "soft_prompt": encode(np.zeros((3, fakes.D), dtype=np.float32))}
+        return fakes._score(dataclasses.replace(query, extra=zero))
+
+    task, split = fakes.toy_task(), toy_split()
+    m = BBT(**{**TINY, "budget": 600}).fit(fakes.fake_client(adapter=fakes.FakeServer(deaf)), task, split=split)
+    assert m.calls_ == TINY["popsize"] and m.stopped_by_ == "optimizer: tolfun"  # one generation, all equal
 
 
 def test_nevergrad_optimizer_runs_the_same_search() -> None:
