@@ -174,11 +174,13 @@ class Engine:
         plain = [self.logprobs([row])[0] for row in rows]
         self._prefixes.clear()
         self.prefix_stats = dict.fromkeys(self.prefix_stats, 0)
-        gap = max(float((a - b).abs().max()) for a, b in zip(shared, plain))
-        tolerance = 1e-3 if self.dtype == torch.float32 else 0.1
+        # mean over the vocabulary: half-precision rounding moves single rare tokens, a lost prefix
+        # moves the whole distribution
+        gap = max(float((a - b).abs().mean()) for a, b in zip(shared, plain))
+        tolerance = 1e-3 if self.dtype == torch.float32 else 0.05
         if gap > tolerance:
             raise RuntimeError(
-                f"the shared-prefix pass differs from a plain pass by {gap:.3g} in log-probability "
+                f"the shared-prefix pass differs from a plain pass by {gap:.3g} in mean log-probability "
                 f"(tolerance {tolerance}): this transformers version does not take the prefix's keys/values "
                 f"under {self._cache_arg!r}; please report it with the version")
 
