@@ -65,6 +65,8 @@ def _write(out: Path, doc: dict[str, Any], client: Any, args: argparse.Namespace
         "command": "python benchmarks/bdpl.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "summary": _summary(runs), "beside": _beside(), "runs": runs,
     })
+    missing = {v: [s for s in args.seeds if str(s) not in runs.get(v, {})] for v in args.variants}
+    doc["missing"] = {v: seeds for v, seeds in missing.items() if seeds}  # benchmarks/gpu/missing.py reads it
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 

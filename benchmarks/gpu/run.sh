@@ -7,8 +7,8 @@
 #   bash benchmarks/gpu/run.sh bbt        # call 2: carry .gguf_b, .whl, .data_gpu; BBT / BBTv2 (1,200 calls)
 #   bash benchmarks/gpu/run.sh bdpl       # call 3 (same machine): BDPL, three variants (1,200 calls)
 #   bash benchmarks/gpu/run.sh all        # call 2 instead of bbt and bdpl: the runs bbt.json and
-#                                         # bdpl.json lack, side by side, one process each, into $OUT;
-#                                         # benchmarks/gpu/merge.py then folds them in here
+#                                         # bdpl.json name as missing, side by side, one process each,
+#                                         # into $OUT; benchmarks/gpu/merge.py DIR --verify folds them in
 #
 # Arguments after the first go to the benchmark (e.g. --seeds 13 --out /tmp/x.json for a try);
 # PYTHON and DEVICE override the interpreter (python3) and the server's device (cuda).
@@ -33,21 +33,27 @@ case $what in
   bbt)  $PYTHON benchmarks/bbt.py --budget 1200 --model $gguf --device "$DEVICE" --cache-mode off --throughput-reps 0 "$@" ;;
   bdpl) $PYTHON benchmarks/bdpl.py --budget 1200 --local-model $gguf --max-concurrency 64 "$@" ;;
   all)
-    # One process per missing (method, seed) of bbt.json and per BDPL variant, all at once: one
-    # process keeps neither the GPU nor this machine's 16 cores busy (BBTv2's deep prompts are
-    # mostly serialisation). Each writes its own results file into $OUT after every finished
-    # run, and stops after T seconds, so a cut-off call still brings back what finished.
+    # One process per run that bbt.json and bdpl.json name as missing (benchmarks/gpu/missing.py
+    # groups them by method when there are more than 7), all at once: one process keeps neither
+    # the GPU nor this machine's 16 cores busy. Each writes its own results file into $OUT after
+    # every finished run, and stops after T seconds, so a cut-off call still brings back what
+    # finished. DRY=1 only prints the processes.
     o=${OUT:-$store/out}; mkdir -p "$o" $store/logs
     export OMP_NUM_THREADS=2
-    job() { local name=$1; shift; timeout "${T:-470}" "$@" > $store/logs/$name.log 2>&1 & }
+    job() { local name=$1; shift; echo "$name: $*"; [[ -n ${DRY:-} ]] || timeout "${T:-470}" "$@" > $store/logs/$name.log 2>&1 & }
     bbt=(benchmarks/bbt.py --budget 1200 --model $gguf --device "$DEVICE" --cache-mode off --throughput-reps 0)
-    job bbt-42 $PYTHON "${bbt[@]}" --methods bbt --seeds 42 --out "$o/bbt-bbt-42.json" --plot $store/a.png "$@"
-    job bbtv2-21 $PYTHON "${bbt[@]}" --methods bbtv2 --seeds 21 --out "$o/bbt-bbtv2-21.json" --plot $store/b.png "$@"
-    job bbtv2-42 $PYTHON "${bbt[@]}" --methods bbtv2 --seeds 42 --out "$o/bbt-bbtv2-42.json" --plot $store/c.png "$@"
-    for v in exact chat-exact chat-top20; do
-      job bdpl-$v $PYTHON benchmarks/bdpl.py --budget 1200 --local-model $gguf --max-concurrency 64 --variants $v \
-          --cache $store/bdpl-$v.sqlite --out "$o/bdpl-$v.json" "$@"
-    done
+    lines=$($PYTHON benchmarks/gpu/missing.py) || exit 1
+    while read -r kind name seeds; do
+      [[ -z $kind ]] && continue
+      tag=$kind-$name-${seeds// /-}
+      if [[ $kind == bbt ]]; then
+        job $tag $PYTHON "${bbt[@]}" --methods $name --seeds $seeds --out "$o/$tag.json" --plot $store/$tag.png "$@"
+      else
+        job $tag $PYTHON benchmarks/bdpl.py --budget 1200 --local-model $gguf --max-concurrency 64 --variants $name \
+            --seeds $seeds --cache $store/$tag.sqlite --out "$o/$tag.json" "$@"
+      fi
+    done <<< "$lines"
+    [[ -n ${DRY:-} ]] && exit 0
     wait
     for f in $store/logs/*.log; do echo "== $f"; tr "\r" "\n" < "$f" | grep -v "Loading weights\|Writing model\|Converting and\|^ *$" | tail -n 12; done | tee "$o/logs.txt"
     exit 0 ;;
