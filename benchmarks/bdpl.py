@@ -44,6 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 BUDGET = 1000  # benchmarks/bbt.py's default search budget, in calls
+SEEDS = (13, 21, 42)
 VARIANTS: dict[str, dict[str, Any]] = {
     "exact": {"strategy": "exact", "endpoint": "completions"},
     "chat-exact": {"strategy": "exact", "endpoint": "chat"},
@@ -55,20 +56,34 @@ CHAT_TEMPLATE = ("{text}\nIs this movie review positive or negative? Answer with
 TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {"chat-exact": CHAT_TEMPLATE, "chat-top20": CHAT_TEMPLATE}
 
 
+def _fill(doc: dict[str, Any], runs: dict[str, dict[str, Any]], *, model: str, provider: str, budget: int,
+          eval_limit: int | None, machine: str, command: str, seeds: Any, variants: Any) -> None:
+    """Set everything the results file says besides its chat zero-shot figures: the settings, the
+    runs, their summary, the other benchmarks' figures and the (variant, seed) runs still missing
+    (benchmarks/gpu/missing.py reads those)."""
+    doc.update({
+        "benchmark": "bdpl", "issue": 7, "task": "sst2", "split": "eval", "model": model,
+        "provider": provider, "budget_calls": budget, "eval_limit": eval_limit,
+        "variants": {v: VARIANTS[v] for v in runs}, "machine": machine, "command": command,
+        "summary": _summary(runs), "beside": _beside(), "runs": runs,
+    })
+    missing = {v: [s for s in seeds if str(s) not in runs.get(v, {})] for v in variants}
+    doc["missing"] = {v: left for v, left in missing.items() if left}
+
+
+def _dump(out: Path, doc: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def _write(out: Path, doc: dict[str, Any], client: Any, args: argparse.Namespace, argv: list[str] | None,
            runs: dict[str, dict[str, Any]]) -> None:
     """Rewrite the results file (after every run: an interrupted benchmark keeps what finished)."""
-    doc.update({
-        "benchmark": "bdpl", "issue": 7, "task": "sst2", "split": "eval", "model": client.model,
-        "provider": client.profile.name, "budget_calls": args.budget, "eval_limit": args.eval_limit,
-        "variants": {v: VARIANTS[v] for v in runs}, "machine": _machine(),
-        "command": "python benchmarks/bdpl.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "summary": _summary(runs), "beside": _beside(), "runs": runs,
-    })
-    missing = {v: [s for s in args.seeds if str(s) not in runs.get(v, {})] for v in args.variants}
-    doc["missing"] = {v: seeds for v, seeds in missing.items() if seeds}  # benchmarks/gpu/missing.py reads it
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _fill(doc, runs, model=client.model, provider=client.profile.name, budget=args.budget,
+          eval_limit=args.eval_limit, machine=_machine(),
+          command="python benchmarks/bdpl.py " + " ".join(sys.argv[1:] if argv is None else argv),
+          seeds=args.seeds, variants=args.variants)
+    _dump(out, doc)
 
 
 def _machine() -> str:
@@ -136,7 +151,7 @@ def _summary(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="*", default=[13, 21, 42],
+    ap.add_argument("--seeds", type=int, nargs="*", default=list(SEEDS),
                     help="none: only the chat zero-shot figures (with a chat variant)")
     ap.add_argument("--budget", type=int, default=None,
                     help="search calls per run (default: the budget recorded in results/bbt.json, else 1000)")

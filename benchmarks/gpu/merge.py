@@ -125,17 +125,12 @@ def merge_bdpl(parts: list[Path], target: Path, side_by_side: int, verify: Any =
                     verify(variant, rec)
                 runs.setdefault(variant, {})[seed] = rec
                 taken.append(f"{variant} seed {seed}: eval {rec['eval']['accuracy']:.4f}")
-    doc.update({
-        "benchmark": "bdpl", "issue": 7, "task": "sst2", "split": "eval", "model": first["model"],
-        "provider": first["provider"], "budget_calls": first["budget_calls"], "eval_limit": first["eval_limit"],
-        "variants": {v: bdpl.VARIANTS[v] for v in runs}, "machine": first["machine"],
-        "command": "bash benchmarks/gpu/run.sh all, then benchmarks/gpu/merge.py: " + " ; ".join(commands),
-        "summary": bdpl._summary(runs), "beside": bdpl._beside(),
-        "runs": {v: runs[v] for v in bdpl.VARIANTS if v in runs},
-    })
-    doc["missing"] = {v: [s for s in (13, 21, 42) if str(s) not in runs.get(v, {})] for v in bdpl.VARIANTS}
-    doc["missing"] = {v: s for v, s in doc["missing"].items() if s}
-    target.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    bdpl._fill(doc, {v: runs[v] for v in bdpl.VARIANTS if v in runs}, model=first["model"],
+               provider=first["provider"], budget=first["budget_calls"], eval_limit=first["eval_limit"],
+               machine=first["machine"],
+               command="bash benchmarks/gpu/run.sh all, then benchmarks/gpu/merge.py: " + " ; ".join(commands),
+               seeds=bdpl.SEEDS, variants=bdpl.VARIANTS)
+    bdpl._dump(target, doc)
     return taken
 
 
