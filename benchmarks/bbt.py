@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         client = Client.local(args.base_url, cache=cache, cache_mode=args.cache_mode,
                               max_concurrency=args.max_concurrency)
     import torch
+    import transformers
 
     task = load_task("sst2")
     info = client.model_info()
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval_split": task.eval_split, "eval_limit": args.eval_limit,
         "machine": {"device": "cuda " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
                     "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "transformers": __import__("transformers").__version__},
+                    "transformers": transformers.__version__},
         "model_info": {k: info.get(k) for k in ("hidden_size", "num_layers", "embedding_std")},
         "baselines": {}, "runs": {}, "summary": {},
     }
