@@ -14,6 +14,9 @@ Measured (JSON into benchmarks/results/distill.json, rewritten after every run):
   (teacher-written) transfer: eval accuracy, F1 and agreement with the teacher;
 * the same student trained on the 32 gold labels of the 16-shot split (seed 13) alone;
 * one ``minilm-ft`` student (fine-tuned encoder) at 3,000 random sequences;
+* the ``sentences`` group: the same random vs active comparison, and ``minilm-ft``, on a pool of
+  the train texts of at least ``--min-words`` words (SST-2's train split is mostly phrases, its
+  eval split whole sentences); each run records ``pool_min_words``;
 * for each random-selection budget, the smallest active-selection budget whose student agrees
   with the teacher at least as often (``active_vs_random``);
 * speed: seconds per example of teacher (cache off, through the server) and student (no
@@ -60,8 +63,8 @@ def best_template(task: Any, client: Any) -> tuple[str, tuple[str, ...], str]:
 
     m = get("best-of-n")(seed=SEED).fit(client, task)
     return (m.best_prompt_["template"], tuple(m.best_prompt_["label_words"]),
-            f"best-of-n run here (16-shot dev, seed 13; dev scores {m.dev_scores_}); "
-            f"benchmarks/results/baselines.json had no such run")
+            (f"best-of-n run here (16-shot dev, seed 13; dev scores {m.dev_scores_}); "
+             f"benchmarks/results/baselines.json had no such run"))
 
 
 class Bench:
@@ -136,23 +139,27 @@ class Bench:
         self.save()
 
     def run(self, *, transfer: str, selection: str, budget: int, student: str = "minilm-head",
-            pool_size: int = 6000, **active: Any) -> dict[str, Any]:
+            pool_size: int = 6000, min_words: int = 0, **active: Any) -> dict[str, Any]:
         from bbox_lfm.methods.distill import Distill
 
+        # min_words > 0: the pool is the train texts of at least that many words, labels hidden
+        # (SST-2's train split is mostly phrases; its eval split is whole sentences)
+        unlabeled = [e.text for e in self.task.split("train") if len(e.text.split()) >= min_words] \
+            if min_words else None
         t0 = time.perf_counter()
         m = Distill(student=student, transfer=transfer, selection=selection, budget=budget, pool_size=pool_size,
-                    seed=SEED, **active).fit(self.client, self.task, progress=False)
+                    seed=SEED, **active).fit(self.client, self.task, unlabeled=unlabeled, progress=False)
         fit_s = time.perf_counter() - t0
         ev = self.student_eval(lambda xs: m.predict(None, xs, progress=False))
         row = {"student": student, "transfer": transfer, "selection": selection, "budget_sequences": budget,
-               "teacher_sequences_used": m.n_queried_, "sent_upstream": m.budget_spent_["sequences"],
+               "pool_min_words": min_words, "teacher_sequences_used": m.n_queried_, "sent_upstream": m.budget_spent_["sequences"],
                "cache_hits": m.budget_spent_["cache_hits"], "transfer_size": len(m.inputs_),
                "active": {k: getattr(m, k) for k in ("diversity", "explore", "rounds", "candidates", "uncertainty")}
                if selection == "active" else None,
                "student_config": m.student_.get_config(), "eval": ev, "fit_s": round(fit_s, 1), "curve": m.curve_,
                "stats": {k: v for k, v in m.stats_.items() if k != "fit_s"}}
         self.result["runs"].append(row)
-        print(f"{student} {transfer:9s} {selection:6s} {active or ''} {budget:5d}: acc {ev['accuracy']:.4f} "
+        print(f"{student} {transfer:9s} {selection:6s} {active or ''} {budget:5d} min_words {min_words}: acc {ev['accuracy']:.4f} "
               f"agree {ev['agreement']:.4f} (n_transfer {len(m.inputs_)}, {fit_s:.0f}s)", flush=True)
         self.save()
         self.last = m
@@ -205,24 +212,27 @@ def speed_only(n: int, eval_limit: int | None) -> int:
 
 
 def active_vs_random(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """For each random-selection budget: its agreement, and the smallest active-selection budget
-    measured here whose student agrees with the teacher at least as often (None: none did)."""
-    def points(selection: str) -> list[tuple[int, float]]:
+    """For each pool and random-selection budget: its agreement, and the smallest active-selection
+    budget measured on the same pool whose student agrees with the teacher at least as often (None:
+    none did)."""
+    def points(selection: str, min_words: int) -> list[tuple[int, float]]:
         return sorted((r["budget_sequences"], r["eval"]["agreement"]) for r in runs
                       if r["student"] == "minilm-head" and r["transfer"] == "unlabeled" and r["selection"] == selection
+                      and r.get("pool_min_words", 0) == min_words
                       and (r.get("active") or {}).get("diversity", "kcenter") == "kcenter"
                       and not (r.get("active") or {}).get("explore"))
 
-    active = points("active")
     out = []
-    for budget, agree in points("random"):
-        reached = [b for b, a in active if a >= agree]
-        out.append({"random_budget": budget, "random_agreement": agree,
-                    "active_budget_reaching_it": min(reached) if reached else None})
+    for min_words in sorted({r.get("pool_min_words", 0) for r in runs}):
+        active = points("active", min_words)
+        for budget, agree in points("random", min_words):
+            reached = [b for b, a in active if a >= agree]
+            out.append({"pool_min_words": min_words, "random_budget": budget, "random_agreement": agree,
+                        "active_budget_reaching_it": min(reached) if reached else None})
     return out
 
 
-GROUPS = ("unlabeled", "variants", "synthetic", "ft", "speed")
+GROUPS = ("unlabeled", "variants", "synthetic", "ft", "sentences", "speed")
 #: active selection settings compared with the default (entropy shortlist + k-center greedy)
 ACTIVE_VARIANTS = ({"diversity": "kmeans"}, {"diversity": "kmeans", "explore": 0.5})
 
@@ -234,12 +244,19 @@ def main() -> int:
     ap.add_argument("--pool-size", type=int, default=6000, help="unlabeled texts active selection chooses from")
     ap.add_argument("--synthetic-budgets", type=int, nargs="*", default=[300, 1000, 3000])
     ap.add_argument("--ft-budget", type=int, default=3000, help="budget of the minilm-ft run (0: skip)")
+    ap.add_argument("--ft-selections", nargs="+", default=["random"], choices=["random", "active"],
+                    help="the ft group's selections")
+    ap.add_argument("--ft-min-words", type=int, default=0, help="the ft group's pool: train texts of at least "
+                    "this many words (0: all)")
+    ap.add_argument("--min-words", type=int, default=10,
+                    help="the 'sentences' group's pool: train texts of at least this many words")
     ap.add_argument("--speed-n", type=int, default=256, help="eval texts timed in the speed probe")
     ap.add_argument("--speed-only", action="store_true",
                     help="only rerun the speed probe and update 'speed' in the existing JSON (e.g. on a quieter machine)")
     ap.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS,
                     help="which runs: unlabeled (random vs active k-center), variants (other active settings), "
-                         "synthetic, ft (minilm-ft), speed")
+                         "synthetic, ft (minilm-ft), sentences (random vs active and minilm-ft on a pool of "
+                         "sentence-length train texts, --min-words), speed")
     ap.add_argument("--append", action="store_true",
                     help="keep the runs already in the JSON and add these (same teacher and eval split)")
     args = ap.parse_args()
@@ -268,8 +285,17 @@ def main() -> int:
             for budget in sorted(args.synthetic_budgets):
                 b.run(transfer="synthetic", selection="random", budget=budget)
         if args.ft_budget and "ft" in groups:
-            b.run(transfer="unlabeled", selection="random", budget=args.ft_budget, student="minilm-ft",
-                  pool_size=args.pool_size)
+            for selection in args.ft_selections:
+                b.run(transfer="unlabeled", selection=selection, budget=args.ft_budget, student="minilm-ft",
+                      pool_size=args.pool_size, min_words=args.ft_min_words)
+        if "sentences" in groups:
+            for budget in sorted(args.budgets):
+                for selection in ("random", "active"):
+                    b.run(transfer="unlabeled", selection=selection, budget=budget, pool_size=args.pool_size,
+                          min_words=args.min_words)
+            if args.ft_budget:
+                b.run(transfer="unlabeled", selection="random", budget=args.ft_budget, student="minilm-ft",
+                      pool_size=args.pool_size, min_words=args.min_words)
         if "speed" in groups:
             b.speed(args.speed_n)
         b.result["active_vs_random"] = active_vs_random(b.result["runs"])
