@@ -139,7 +139,8 @@ class Bench:
         self.save()
 
     def run(self, *, transfer: str, selection: str, budget: int, student: str = "minilm-head",
-            pool_size: int = 6000, min_words: int = 0, **active: Any) -> dict[str, Any]:
+            pool_size: int = 6000, min_words: int = 0, student_kw: dict[str, Any] | None = None,
+            **active: Any) -> dict[str, Any]:
         from bbox_lfm.methods.distill import Distill
 
         # min_words > 0: the pool is the train texts of at least that many words, labels hidden
@@ -148,7 +149,8 @@ class Bench:
             if min_words else None
         t0 = time.perf_counter()
         m = Distill(student=student, transfer=transfer, selection=selection, budget=budget, pool_size=pool_size,
-                    seed=SEED, **active).fit(self.client, self.task, unlabeled=unlabeled, progress=False)
+                    seed=SEED, student_kw=student_kw or {}, **active).fit(self.client, self.task, unlabeled=unlabeled,
+                                                                          progress=False)
         fit_s = time.perf_counter() - t0
         ev = self.student_eval(lambda xs: m.predict(None, xs, progress=False))
         row = {"student": student, "transfer": transfer, "selection": selection, "budget_sequences": budget,
@@ -248,6 +250,7 @@ def main() -> int:
                     help="the ft group's selections")
     ap.add_argument("--ft-min-words", type=int, default=0, help="the ft group's pool: train texts of at least "
                     "this many words (0: all)")
+    ap.add_argument("--ft-epochs", type=int, default=None, help="the ft group's epochs (default: the student's)")
     ap.add_argument("--min-words", type=int, default=10,
                     help="the 'sentences' group's pool: train texts of at least this many words")
     ap.add_argument("--speed-n", type=int, default=256, help="eval texts timed in the speed probe")
@@ -287,7 +290,8 @@ def main() -> int:
         if args.ft_budget and "ft" in groups:
             for selection in args.ft_selections:
                 b.run(transfer="unlabeled", selection=selection, budget=args.ft_budget, student="minilm-ft",
-                      pool_size=args.pool_size, min_words=args.ft_min_words)
+                      pool_size=args.pool_size, min_words=args.ft_min_words,
+                      student_kw={"epochs": args.ft_epochs} if args.ft_epochs else None)
         if "sentences" in groups:
             for budget in sorted(args.budgets):
                 for selection in ("random", "active"):
