@@ -149,8 +149,8 @@ class Bench:
             if min_words else None
         t0 = time.perf_counter()
         m = Distill(student=student, transfer=transfer, selection=selection, budget=budget, pool_size=pool_size,
-                    seed=SEED, student_kw=student_kw or {}, **active).fit(self.client, self.task, unlabeled=unlabeled,
-                                                                          progress=False)
+                    seed=SEED, student_kw=student_kw, **active).fit(self.client, self.task, unlabeled=unlabeled,
+                                                                    progress=False)
         fit_s = time.perf_counter() - t0
         ev = self.student_eval(lambda xs: m.predict(None, xs, progress=False))
         row = {"student": student, "transfer": transfer, "selection": selection, "budget_sequences": budget,
