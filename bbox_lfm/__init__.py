@@ -26,7 +26,7 @@ _EXPORTS = {
     "load_profile": "bbox_lfm.profiles",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = sorted([*_EXPORTS, "__version__"])  # noqa: PLE0605 -- the lazy exports, listed once in _EXPORTS
 
 
 def __getattr__(name: str) -> Any:

