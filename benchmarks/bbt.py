@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(RESULTS / "bbt.json"))
     p.add_argument("--plot", default=str(RESULTS / "bbt.png"))
     p.add_argument("--throughput-reps", type=int, default=3,
-                   help="0 keeps the throughput a previous run of the same settings measured")
+                   help="0: measure nothing (a previous run's figure, if any, stays)")
     p.add_argument("--max-concurrency", type=int, default=20)
     args = p.parse_args(argv)
 
@@ -248,14 +248,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name} seed {seed}: eval {r['eval_accuracy']:.4f} calls {r['calls']} wall {r['wall_s']:.0f}s",
                   flush=True)
     _set_bar(data)
-    if args.throughput_reps > 0 or "throughput" not in data:
-        data["throughput"] = throughput(client, task, popsize=20, reps=max(1, args.throughput_reps),
-                                        seed=args.seeds[0])
+    if args.throughput_reps > 0:
+        data["throughput"] = throughput(client, task, popsize=20, reps=args.throughput_reps, seed=args.seeds[0])
         data["throughput"]["machine"] = data["machine"]
     _save(out, data)
     plot(data, Path(args.plot))
     print(json.dumps({"summary": data["summary"], "bar": data.get("bar"), "throughput": {
-        k: data["throughput"][k] for k in ("stack_calls_per_s", "raw_http_calls_per_s", "ratio")}}, indent=1))
+        k: data["throughput"][k] for k in ("stack_calls_per_s", "raw_http_calls_per_s", "ratio")}
+        if data.get("throughput") else None}, indent=1))
     if server is not None:
         server.stop()
     return 0
