@@ -17,6 +17,13 @@ Measured (JSON into benchmarks/results/distill.json, rewritten after every run):
 * the ``sentences`` group: the same random vs active comparison, and ``minilm-ft``, on a pool of
   the train texts of at least ``--min-words`` words (SST-2's train split is mostly phrases, its
   eval split whole sentences); each run records ``pool_min_words``;
+* ``--pool-splits train test``: the ft, sentences and ceiling groups' pool also holds SST-2's
+  test sentences (1,821, labels hidden, none in the eval split, and closest to it in kind; the
+  same ``--min-words`` filter applies);
+  each run records ``pool_splits`` and ``pool_texts``; ``--ft-seeds`` repeats the ft group;
+* the ``ceiling`` group (diagnostics, beyond the bar's budget): ``minilm-ft`` taught on every text
+  of the pool, each student fitted to the teacher's answers on the eval texts themselves, and the
+  teacher's log-odds margins on the eval split;
 * for each random-selection budget, the smallest active-selection budget whose student agrees
   with the teacher at least as often (``active_vs_random``);
 * speed: seconds per example of teacher (cache off, through the server) and student (no
@@ -31,6 +38,8 @@ included, so the cache never lets a run see more teacher answers than its budget
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import json
 import os
 import platform
@@ -95,7 +104,8 @@ class Bench:
             "runs": [], "notes": []}
         if OUT.is_file():  # runs of an earlier invocation with other settings stay, marked as such
             old = json.loads(OUT.read_text())
-            self.result["previous_invocation"] = {k: old.get(k) for k in ("args", "runs", "gold_only", "speed")}
+            self.result["previous_invocation"] = {k: old.get(k) for k in ("args", "runs", "gold_only", "speed",
+                                                                          "ceiling")}
 
     def save(self) -> None:
         self.encoder.save_cache(self.emb_path)
@@ -139,22 +149,20 @@ class Bench:
         self.save()
 
     def run(self, *, transfer: str, selection: str, budget: int, student: str = "minilm-head",
-            pool_size: int = 6000, min_words: int = 0, student_kw: dict[str, Any] | None = None,
-            **active: Any) -> dict[str, Any]:
+            pool_size: int = 6000, min_words: int = 0, splits: tuple[str, ...] = ("train",),
+            student_kw: dict[str, Any] | None = None, seed: int = SEED, **active: Any) -> dict[str, Any]:
         from bbox_lfm.methods.distill import Distill
 
-        # min_words > 0: the pool is the train texts of at least that many words, labels hidden
-        # (SST-2's train split is mostly phrases; its eval split is whole sentences)
-        unlabeled = [e.text for e in self.task.split("train") if len(e.text.split()) >= min_words] \
-            if min_words else None
+        unlabeled = self.pool(min_words, splits)
         t0 = time.perf_counter()
         m = Distill(student=student, transfer=transfer, selection=selection, budget=budget, pool_size=pool_size,
-                    seed=SEED, student_kw=student_kw, **active).fit(self.client, self.task, unlabeled=unlabeled,
+                    seed=seed, student_kw=student_kw, **active).fit(self.client, self.task, unlabeled=unlabeled,
                                                                     progress=False)
         fit_s = time.perf_counter() - t0
         ev = self.student_eval(lambda xs: m.predict(None, xs, progress=False))
         row = {"student": student, "transfer": transfer, "selection": selection, "budget_sequences": budget,
-               "pool_min_words": min_words, "teacher_sequences_used": m.n_queried_, "sent_upstream": m.budget_spent_["sequences"],
+               "seed": seed, "pool_min_words": min_words, "pool_splits": list(splits), "pool_texts": len(unlabeled or self.task.split("train")),
+               "teacher_sequences_used": m.n_queried_, "sent_upstream": m.budget_spent_["sequences"],
                "cache_hits": m.budget_spent_["cache_hits"], "transfer_size": len(m.inputs_),
                "active": {k: getattr(m, k) for k in ("diversity", "explore", "rounds", "candidates", "uncertainty")}
                if selection == "active" else None,
@@ -166,6 +174,59 @@ class Bench:
         self.save()
         self.last = m
         return row
+
+    def pool(self, min_words: int, splits: tuple[str, ...]) -> list[str] | None:
+        """The unlabeled texts (labels hidden) of ``splits`` with at least ``min_words`` words; None
+        for the whole train split (Distill's default). SST-2's train split is mostly phrases, its
+        eval split whole sentences; its test split (1,821 sentences, disjoint from the eval split)
+        is the closest unlabeled text to the eval split."""
+        check_splits = [s for s in splits if s not in ("train", "test")]
+        if check_splits:
+            raise SystemExit(f"--pool-splits must be among train, test; got {check_splits}")
+        if not min_words and tuple(splits) == ("train",):
+            return None
+        return [e.text for s in splits for e in self.task.split(s) if len(e.text.split()) >= min_words]
+
+    def ceiling(self, *, min_words: int, splits: tuple[str, ...], epochs: int | None) -> None:
+        """Diagnostics, not bar figures: (1) ``minilm-ft`` taught by the teacher on every text of
+        the pool (more teacher sequences than the bar allows): how far more queries would go;
+        (2) each student fitted to the teacher's answers on the eval texts themselves, then scored
+        on them: how well the student can represent the teacher's decisions at all."""
+        from bbox_lfm.methods.distill import Teacher, _as_input
+        from bbox_lfm.students import make_student
+        from bbox_lfm.students.minilm import MiniLMFineTune
+
+        pool = self.pool(min_words, splits) or [e.text for e in self.task.split("train")]
+        epochs = epochs or inspect.signature(MiniLMFineTune).parameters["epochs"].default
+        done = [r for r in self.result["runs"] if r.get("diagnostic") and r["budget_sequences"] == len(pool)
+                and r.get("pool_min_words") == min_words and r.get("pool_splits") == list(splits)
+                and r["student_config"]["epochs"] == epochs]
+        if done:  # kept by --append: the same run again would take a quarter of an hour for the same figure
+            print(f"every-text run already in the results: agree {done[-1]['eval']['agreement']:.4f}", flush=True)
+        else:
+            self.run(transfer="unlabeled", selection="random", budget=len(pool), student="minilm-ft",
+                     pool_size=len(pool), min_words=min_words, splits=splits,
+                     student_kw={"epochs": epochs})
+            self.result["runs"][-1]["diagnostic"] = "every pool text labelled: beyond the 3,000-sequence bar"
+        inputs = [_as_input(e) for e in self.eval]
+        lp, _ = Teacher(self.task).label(self.client.with_budget(), inputs)
+        fits = {}
+        for name in ("minilm-head", "minilm-ft"):
+            t0 = time.perf_counter()
+            s = make_student(name, seed=SEED).fit(inputs, teacher_logprobs=lp)
+            fits[name] = {**self.student_eval(functools.partial(s.predict, progress=False)),
+                          "fit_s": round(time.perf_counter() - t0, 1), "student_config": s.get_config()}
+            print(f"fit on the eval texts' own teacher answers, {name}: agree {fits[name]['agreement']:.4f}", flush=True)
+        p = np.exp(lp - lp.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        margin = np.abs(np.log(p[:, 1]) - np.log(p[:, 0]))
+        self.result["ceiling"] = {
+            "fit_on_eval_texts": fits,
+            "teacher_eval_margin": {f"below_{q}": float(np.mean(margin < q)) for q in (0.25, 0.5, 1.0, 2.0)},
+            "how": "students trained on the teacher's answers for the 872 eval texts and scored on the same texts "
+                   "(a representation check, not a generalisation figure); teacher_eval_margin: share of eval "
+                   "texts whose teacher log-odds |log p(positive) - log p(negative)| is below each value"}
+        self.save()
 
     def speed(self, n: int = 256) -> None:
         from bbox_lfm.methods.distill import Teacher, _as_input
@@ -217,24 +278,27 @@ def active_vs_random(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """For each pool and random-selection budget: its agreement, and the smallest active-selection
     budget measured on the same pool whose student agrees with the teacher at least as often (None:
     none did)."""
-    def points(selection: str, min_words: int) -> list[tuple[int, float]]:
+    def pool(r: dict[str, Any]) -> tuple[int, tuple[str, ...]]:
+        return r.get("pool_min_words", 0), tuple(r.get("pool_splits", ["train"]))
+
+    def points(selection: str, key: tuple[int, tuple[str, ...]]) -> list[tuple[int, float]]:
         return sorted((r["budget_sequences"], r["eval"]["agreement"]) for r in runs
                       if r["student"] == "minilm-head" and r["transfer"] == "unlabeled" and r["selection"] == selection
-                      and r.get("pool_min_words", 0) == min_words
+                      and pool(r) == key and not r.get("diagnostic")
                       and (r.get("active") or {}).get("diversity", "kcenter") == "kcenter"
                       and not (r.get("active") or {}).get("explore"))
 
     out = []
-    for min_words in sorted({r.get("pool_min_words", 0) for r in runs}):
-        active = points("active", min_words)
-        for budget, agree in points("random", min_words):
+    for key in sorted({pool(r) for r in runs}):
+        active = points("active", key)
+        for budget, agree in points("random", key):
             reached = [b for b, a in active if a >= agree]
-            out.append({"pool_min_words": min_words, "random_budget": budget, "random_agreement": agree,
-                        "active_budget_reaching_it": min(reached) if reached else None})
+            out.append({"pool_min_words": key[0], "pool_splits": list(key[1]), "random_budget": budget,
+                        "random_agreement": agree, "active_budget_reaching_it": min(reached) if reached else None})
     return out
 
 
-GROUPS = ("unlabeled", "variants", "synthetic", "ft", "sentences", "speed")
+GROUPS = ("unlabeled", "variants", "synthetic", "ft", "sentences", "ceiling", "speed")
 #: active selection settings compared with the default (entropy shortlist + k-center greedy)
 ACTIVE_VARIANTS = ({"diversity": "kmeans"}, {"diversity": "kmeans", "explore": 0.5})
 
@@ -248,11 +312,16 @@ def main() -> int:
     ap.add_argument("--ft-budget", type=int, default=3000, help="budget of the minilm-ft run (0: skip)")
     ap.add_argument("--ft-selections", nargs="+", default=["random"], choices=["random", "active"],
                     help="the ft group's selections")
+    ap.add_argument("--ft-seeds", type=int, nargs="+", default=[SEED],
+                    help="the ft group's seeds (pool sample, selection, student init and data order)")
     ap.add_argument("--ft-min-words", type=int, default=0, help="the ft group's pool: train texts of at least "
                     "this many words (0: all)")
     ap.add_argument("--ft-epochs", type=int, default=None, help="the ft group's epochs (default: the student's)")
     ap.add_argument("--min-words", type=int, default=10,
                     help="the 'sentences' group's pool: train texts of at least this many words")
+    ap.add_argument("--pool-splits", nargs="+", default=["train"], choices=["train", "test"],
+                    help="where the ft, sentences and ceiling groups' unlabeled texts come from (labels hidden; "
+                         "test: SST-2's 1,821 test sentences, disjoint from the eval split)")
     ap.add_argument("--speed-n", type=int, default=256, help="eval texts timed in the speed probe")
     ap.add_argument("--speed-only", action="store_true",
                     help="only rerun the speed probe and update 'speed' in the existing JSON (e.g. on a quieter machine)")
@@ -270,6 +339,8 @@ def main() -> int:
         kept = b.result.pop("previous_invocation")
         b.result["runs"] = list(kept.get("runs") or [])
         b.result["speed"] = kept.get("speed")
+        if kept.get("ceiling"):
+            b.result["ceiling"] = kept["ceiling"]
     b.result["args"] = vars(args)
     groups = set(args.groups)
     try:
@@ -288,18 +359,20 @@ def main() -> int:
             for budget in sorted(args.synthetic_budgets):
                 b.run(transfer="synthetic", selection="random", budget=budget)
         if args.ft_budget and "ft" in groups:
-            for selection in args.ft_selections:
-                b.run(transfer="unlabeled", selection=selection, budget=args.ft_budget, student="minilm-ft",
-                      pool_size=args.pool_size, min_words=args.ft_min_words,
+            for seed, selection in [(sd, sel) for sd in args.ft_seeds for sel in args.ft_selections]:
+                b.run(seed=seed, transfer="unlabeled", selection=selection, budget=args.ft_budget, student="minilm-ft",
+                      pool_size=args.pool_size, min_words=args.ft_min_words, splits=tuple(args.pool_splits),
                       student_kw={"epochs": args.ft_epochs} if args.ft_epochs else None)
         if "sentences" in groups:
             for budget in sorted(args.budgets):
                 for selection in ("random", "active"):
                     b.run(transfer="unlabeled", selection=selection, budget=budget, pool_size=args.pool_size,
-                          min_words=args.min_words)
+                          min_words=args.min_words, splits=tuple(args.pool_splits))
             if args.ft_budget:
                 b.run(transfer="unlabeled", selection="random", budget=args.ft_budget, student="minilm-ft",
-                      pool_size=args.pool_size, min_words=args.min_words)
+                      pool_size=args.pool_size, min_words=args.min_words, splits=tuple(args.pool_splits))
+        if "ceiling" in groups:
+            b.ceiling(min_words=args.min_words, splits=tuple(args.pool_splits), epochs=args.ft_epochs)
         if "speed" in groups:
             b.speed(args.speed_n)
         b.result["active_vs_random"] = active_vs_random(b.result["runs"])
