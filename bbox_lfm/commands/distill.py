@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,7 @@ def time_student(student: Any, inputs: Sequence[Any]) -> float | None:
 def run(args: argparse.Namespace) -> int:
     """Distil, evaluate student and teacher, time both, write results and the student."""
     from ..budget import Budget
-    from ..methods.distill import Distill, _as_input
+    from ..methods.distill import Distill, OneLabelTeacherWarning, _as_input
     from ..methods.harness import EVAL_SUBSAMPLE_SEED
     from ..results import RunResult, write_result
     from ..tasks import metrics_from_predictions, subsample
@@ -137,7 +138,14 @@ def run(args: argparse.Namespace) -> int:
               f"{args.transfer}, selection {args.selection}, at most {args.budget_sequences} teacher sequences",
               flush=True)
         t0 = time.perf_counter()
-        method.fit(client, task, unlabeled=unlabeled, progress=progress)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", OneLabelTeacherWarning)
+            method.fit(client, task, unlabeled=unlabeled, progress=progress)
+        for w in caught:  # the method's advice, as a line of its own rather than a source location
+            if issubclass(w.category, OneLabelTeacherWarning):
+                print(f"warning: {w.message}", file=sys.stderr, flush=True)
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         fit_s = time.perf_counter() - t0
         scorer = client.with_budget(Budget())  # eval scoring and timing: counted apart from the budget
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,7 +56,7 @@ from ..errors import BudgetExhausted, ConfigError, check
 from ..types import Query
 from .base import Method, register
 
-__all__ = ["Distill", "Teacher", "k_center_greedy", "k_means_medoids", "normalize_text", "uncertainty"]
+__all__ = ["Distill", "OneLabelTeacherWarning", "Teacher", "k_center_greedy", "k_means_medoids", "normalize_text", "uncertainty"]
 
 TRANSFERS = ("unlabeled", "synthetic", "both")
 SELECTIONS = ("random", "active")
@@ -68,6 +69,12 @@ _KINDS = {"sst2": "a one-sentence movie review", "mr": "a one-sentence movie rev
           "agnews": "a one-sentence news headline"}
 DEFAULT_INSTRUCTION = 'Write {kind} that is clearly {label}. Reply with the text only.'
 _SEED_STRIDE = 1_000_000  # sample ids of different seeds never collide
+#: a teacher giving one label to at least this share of the transfer set draws a warning
+ONE_LABEL_SHARE = 0.95
+
+
+class OneLabelTeacherWarning(UserWarning):
+    """The teacher gave nearly every transfer text the same label."""
 
 
 # -- the teacher ------------------------------------------------------------------------------
@@ -360,6 +367,7 @@ class Distill(Method):
                 self._select_and_label(search, pool, self.budget - self._spent, progress=progress)
         except BudgetExhausted as exc:  # an enclosing budget ran out: keep what was answered
             self.stats_["stopped"] = str(exc)
+        self._check_teacher_labels(task)
         self.student_ = self._train(K)
         self._record()
         self.budget_spent_ = search.budget.summary()
@@ -369,6 +377,23 @@ class Distill(Method):
         self.stats_.update(transfer_size=len(self.inputs_), fit_s=time.perf_counter() - t0)
         self.extra_ = self.stats_  # what `bbox-lfm tune` reports under extra.method
         return self
+
+    def _check_teacher_labels(self, task: Any) -> None:
+        """Record the share of each label among the teacher's answers on the transfer set, and warn
+        when one label takes at least ``ONE_LABEL_SHARE`` of 20 or more answers: a student learns
+        little from a teacher that (under this template) says the same thing to nearly everything."""
+        n = len(self.inputs_)
+        if n == 0:
+            return
+        counts = np.bincount(self.teacher_logprobs_.argmax(axis=1), minlength=len(task.labels))
+        share = counts / n
+        self.stats_["teacher_label_share"] = {lab: round(float(v), 4) for lab, v in zip(task.labels, share)}
+        top = int(share.argmax())
+        if n >= 20 and share[top] >= ONE_LABEL_SHARE:
+            warnings.warn(f"the teacher gave {task.labels[top]!r} to {share[top]:.0%} of the {n} transfer texts, so "
+                          "the student can learn little beyond that label; another template or a learned prompt "
+                          "may teach more (CLI: --template-index, --prompt-from)", OneLabelTeacherWarning,
+                          stacklevel=3)
 
     def _dev_split(self, task: Any) -> list[Any]:
         """The gold few-shot dev split (for the curve only), or nothing when the task has none."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,15 @@ from bbox_lfm import Client
 from bbox_lfm.adapters.mock import MockAdapter
 from bbox_lfm.errors import ConfigError
 from bbox_lfm.methods import get
-from bbox_lfm.methods.distill import Distill, Teacher, k_center_greedy, k_means_medoids, normalize_text, uncertainty
+from bbox_lfm.methods.distill import (
+    Distill,
+    OneLabelTeacherWarning,
+    Teacher,
+    k_center_greedy,
+    k_means_medoids,
+    normalize_text,
+    uncertainty,
+)
 from bbox_lfm.stores import MemoryStore
 from bbox_lfm.students import load_student, make_student
 from bbox_lfm.tasks import Example, FewShot, Task
@@ -174,6 +183,26 @@ def test_hard_labels_from_generated_text(data: tuple[list[str], list[str]]) -> N
     assert m.stats_["teacher_signal"] == "hard"
     pred = m.predict(client, task.split("test"), progress=False)
     assert float(np.mean(pred == np.array([rule(t) for t in test]))) >= 0.9
+
+
+def test_one_label_teacher_warns(data: tuple[list[str], list[str]]) -> None:
+    pool, test = data
+    task = toy_task(pool, test)
+    rule_teacher = teacher_handler()
+
+    def always_positive(q: Query) -> dict[str, Any]:  # the rule teacher asked about texts that all contain "good"
+        return rule_teacher(Query(prompt=tuple(p + " good" for p in q.prompt), extra=q.extra))
+
+    client, _ = mock_client(always_positive)
+    with pytest.warns(OneLabelTeacherWarning, match=r"'positive' to 100% of the 30 transfer texts"):
+        m = Distill(budget=30, seed=0).fit(client, task, progress=False)
+    assert m.stats_["teacher_label_share"] == {"negative": 0.0, "positive": 1.0}
+    # the rule teacher answers both labels: recorded, no warning
+    client, _ = mock_client(teacher_handler())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OneLabelTeacherWarning)
+        m = Distill(budget=30, seed=0).fit(client, task, progress=False)
+    assert 0.2 < m.stats_["teacher_label_share"]["positive"] < 0.8
 
 
 def test_cached_rerun_sends_nothing(data: tuple[list[str], list[str]]) -> None:
