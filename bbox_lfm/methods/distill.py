@@ -56,7 +56,8 @@ from ..errors import BudgetExhausted, ConfigError, check
 from ..types import Query
 from .base import Method, register
 
-__all__ = ["Distill", "OneLabelTeacherWarning", "Teacher", "k_center_greedy", "k_means_medoids", "normalize_text", "uncertainty"]
+__all__ = ["Distill", "OneLabelTeacherWarning", "Teacher", "k_center_greedy", "k_means_medoids", "normalize_text",
+           "uncertainty"]
 
 TRANSFERS = ("unlabeled", "synthetic", "both")
 SELECTIONS = ("random", "active")
