@@ -259,6 +259,7 @@ class Capabilities:
     deep_prompt: bool = False
     label_words: bool = False
     hidden_stats: bool = False
+    next_token_logprobs: bool = False
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Capabilities:
