@@ -45,8 +45,8 @@ its verbalizers' tokens (the extension with ``ids``), batched and cached, so at 
 pass per distinct template (``extra["passes_per_test_example"]``).
 
 **The template pool**: the task's templates, the user's (``templates=[...]``: strings or
-``{"template": ...}``; an ``{answer}`` marker may end a template and is dropped; a template whose
-answer position is not at the end is left out and listed), and on request templates the provider
+``{"template": ...}``; an ``{answer}`` marker may end a template and is dropped; one anywhere
+else is a ConfigError: the answer must follow the filled template), and on request templates the provider
 writes itself (``generate_templates=n``, through the client with the prompt
 :data:`GENERATION_PROMPT`, sampled at temperature 0.7 with one ``sample_id`` each, so cached),
 at most ``max_templates`` in all.
@@ -71,7 +71,7 @@ from .base import Method, register
 
 __all__ = [
     "GENERATION_PROMPT", "PromptBoosting", "candidate_verbalizers", "class_token_lists", "default_tokens_per_class",
-    "samme_alpha", "screening_scores", "update_weights", "vote", "weak_learner",
+    "no_better_than_chance", "samme_alpha", "screening_scores", "update_weights", "vote", "weak_learner",
 ]
 
 EXTENSION = "next_token_logprobs"
@@ -118,7 +118,8 @@ def class_token_lists(scores: np.ndarray, k: int) -> list[np.ndarray]:
         if len(lists[c]) == 0:
             taken = set(np.concatenate(lists).tolist())
             order = np.argsort(-scores[c], kind="stable")
-            lists[c] = np.array([next(v for v in order if int(v) not in taken)])
+            # every token taken (fewer tokens than classes): the best one, shared
+            lists[c] = np.array([next((v for v in order if int(v) not in taken), order[0])])
     return lists
 
 
@@ -149,6 +150,12 @@ def samme_alpha(err: float, n_classes: int) -> float:
     """SAMME's learner weight, ln((1 - err) / err) + ln(K - 1), for 0 < err < 1."""
     check(0 < err < 1, "err", "in (0, 1) (err = 0 is handled by the caller)", err)
     return math.log((1 - err) / err) + math.log(n_classes - 1)
+
+
+def no_better_than_chance(err: float, n_classes: int) -> bool:
+    """SAMME's skip rule: a learner with err >= 1 - 1/K gets alpha <= 0 and is not used (compared as
+    err * K >= K - 1, with a rounding margin, so err = 2/3 at K = 3 counts as chance)."""
+    return err * n_classes >= n_classes - 1 - 1e-12
 
 
 def update_weights(w: np.ndarray, alpha: float, wrong: np.ndarray) -> np.ndarray:
@@ -232,6 +239,11 @@ class PromptBoosting(Method):
         self.tokens_per_class = tokens_per_class
         self.max_templates = max_templates
         self.templates = None if templates is None else [t if isinstance(t, str) else dict(t) for t in templates]
+        for i, t in enumerate(self.templates or ()):
+            text = t if isinstance(t, str) else t["template"]
+            check(ANSWER not in text or (text.rstrip().endswith(ANSWER) and text.count(ANSWER) == 1),
+                  f"templates[{i}]", f"a template with the answer position at the end ({ANSWER} last, or absent: "
+                  "the answer follows the filled template)", text)
         self.generate_templates = generate_templates
         self.budget = budget
         self.seed = seed
@@ -264,21 +276,17 @@ class PromptBoosting(Method):
             raise CapabilityError("chat", name, needed_by="PromptBoosting with endpoint='chat'")
         return "topk"
 
-    def _own_templates(self, task: Any) -> tuple[list[str], list[str]]:
-        """(usable, left out) among the task's and the user's templates, in that order, deduplicated."""
+    def _own_templates(self, task: Any) -> list[str]:
+        """The task's and the user's templates, in that order, deduplicated, ``{answer}`` dropped."""
         raw = [t for t, _ in task.templates] + [t if isinstance(t, str) else t["template"] for t in self.templates or ()]
         usable: list[str] = []
-        left_out: list[str] = []
         for t in raw:
             if ANSWER in t:
-                if not t.rstrip().endswith(ANSWER) or t.count(ANSWER) > 1:
-                    left_out.append(t)
-                    continue
-                t = t.rstrip()[: -len(ANSWER)].rstrip()
+                t = t.rstrip().removesuffix(ANSWER).rstrip()
             validate_template(t, pair=task.pair, what="templates[...]")
             if t not in usable:
                 usable.append(t)
-        return usable, left_out
+        return usable
 
     def _requests_per_pass(self, client: Any, source: str, n_examples: int) -> int:
         if source == "topk" and self.endpoint == "chat":
@@ -289,7 +297,7 @@ class PromptBoosting(Method):
         """Search calls: one per template of the pool (at most ``max_templates``, and ``budget``)."""
         if task is None:
             return None
-        own, _ = self._own_templates(task)
+        own = self._own_templates(task)
         return min(len(own) + self.generate_templates, self.max_templates, self.budget)
 
     # -- fit -----------------------------------------------------------------------------------
@@ -303,11 +311,10 @@ class PromptBoosting(Method):
         split = task.few_shot(seed=self.seed)
         train, dev = list(split.train), list(split.dev)
         K = len(task.labels)
-        own, self.left_out_templates_ = self._own_templates(task)
+        own = self._own_templates(task)
         if not own and not self.generate_templates:
             raise ConfigError("templates must include at least one template with the answer position at the end "
-                              f"(the answer follows the filled template); got none usable, left out: "
-                              f"{self.left_out_templates_}")
+                              "(the answer follows the filled template); got none")
         per_pass = self._requests_per_pass(client, self.source_, len(train))
         if self.budget < 1:
             raise ConfigError(f"budget must be at least 1 call (one template over the {len(train)} training "
@@ -324,8 +331,7 @@ class PromptBoosting(Method):
         pool = (own + [t for t in generated if t not in own])[: self.max_templates]
         if not pool:
             raise ConfigError("templates must include at least one template with the answer position at the end; "
-                              f"the provider wrote none usable and the task and user gave none (left out: "
-                              f"{self.left_out_templates_})")
+                              "the provider wrote none usable and the task and the user gave none")
 
         # 1. one pass per template over train (search budget) and dev (apart), cached
         self.stopped_by_ = "rounds"
@@ -361,7 +367,7 @@ class PromptBoosting(Method):
             wrong = pred != y
             step: dict[str, Any] = {"round": r, "template": t, "err": err, "candidates": len(cands)}
             self.history_.append(step)
-            if err >= 1 - 1 / K:                                           # no better than chance: skip
+            if no_better_than_chance(err, K):                              # alpha <= 0: skip, weights stay
                 step["skipped"] = True
                 continue
             columns = cands[i]
@@ -410,7 +416,7 @@ class PromptBoosting(Method):
             "restricted": not (self.source_ == "full" and self.top_n is None),
             "mass": {"mean": float(np.mean(mass)) if mass else None, "min": float(np.min(mass)) if mass else None},
             "screened_tokens": [int(d["train"]["P"].shape[1]) for d in dists],
-            "templates": self.templates_, "left_out_templates": self.left_out_templates_,
+            "templates": self.templates_,
             "generation_spent": self.generation_spent_,
             "tokens_per_class": self.k_, "rounds": len(self.history_),
             "skipped": sum(1 for h in self.history_ if h.get("skipped")), "learners": len(self.learners_),
