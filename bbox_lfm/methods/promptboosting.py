@@ -293,12 +293,16 @@ class PromptBoosting(Method):
             return n_examples
         return math.ceil(n_examples / max(1, client.capabilities.max_batch))
 
-    def projected_calls(self, task: Any = None) -> int | None:
-        """Search calls: one per template of the pool (at most ``max_templates``, and ``budget``)."""
+    def projected_calls(self, task: Any = None, client: Any = None) -> int | None:
+        """Search calls: one pass per template of the pool (at most ``max_templates`` and
+        ``budget``); with ``client``, in requests (a chat API takes one example per request)."""
         if task is None:
             return None
-        own = self._own_templates(task)
-        return min(len(own) + self.generate_templates, self.max_templates, self.budget)
+        passes = min(len(self._own_templates(task)) + self.generate_templates, self.max_templates, self.budget)
+        if client is None:
+            return passes
+        n_train = len(task.few_shot(seed=self.seed).train)
+        return passes * self._requests_per_pass(client, self._resolve_source(client), n_train)
 
     # -- fit -----------------------------------------------------------------------------------
 
@@ -325,16 +329,19 @@ class PromptBoosting(Method):
         scorer = client.with_budget(Budget())
         search = client.with_budget(Budget(calls=self.budget * per_pass))
         self.generation_spent_ = None
+        self.stopped_by_ = "rounds"
         generated: list[str] = []
         if self.generate_templates:
-            generated = self._generate(client.with_budget(Budget()), task, train)
+            try:
+                generated = self._generate(client.with_budget(Budget()), task, train)
+            except BudgetExhausted:
+                self.stopped_by_ = "BudgetExhausted"
         pool = (own + [t for t in generated if t not in own])[: self.max_templates]
         if not pool:
             raise ConfigError("templates must include at least one template with the answer position at the end; "
                               "the provider wrote none usable and the task and the user gave none")
 
         # 1. one pass per template over train (search budget) and dev (apart), cached
-        self.stopped_by_ = "rounds"
         self.templates_: list[str] = []
         dists: list[dict[str, Any]] = []
         for t in pool[: self.budget]:
@@ -379,7 +386,8 @@ class PromptBoosting(Method):
             dev_preds.append(dists[t]["dev"]["P"][:, columns].argmax(axis=1) if len(dev) else np.zeros(0, int))
             if alpha is None:                                             # err = 0: alpha = +inf
                 self.perfect_learner_ = True
-                self.stopped_by_ = "perfect learner (err = 0)"
+                why = "perfect learner (err = 0)"
+                self.stopped_by_ = why if self.stopped_by_ == "rounds" else f"{self.stopped_by_}; {why}"
                 break
             w = update_weights(w, alpha, wrong)
 
@@ -500,8 +508,10 @@ class PromptBoosting(Method):
                                           pair=" and {text_pair} where the second text goes" if task.pair else "")
         endpoint = "chat" if client.capabilities.chat else "completions"
         out: list[str] = []
+        self.generation_spent_ = client.budget.summary()
         for i in range(self.generate_templates):
             text = client.generate([prompt], max_tokens=48, temperature=0.7, endpoint=endpoint, sample_id=i)[0]
+            self.generation_spent_ = client.budget.summary()
             line = next((ln.strip().strip("\"'`") for ln in text.splitlines() if "{text}" in ln), "")
             line = line.removesuffix(ANSWER).rstrip()
             try:
@@ -510,7 +520,6 @@ class PromptBoosting(Method):
                 continue
             if line not in out:
                 out.append(line)
-        self.generation_spent_ = client.budget.summary()
         return out
 
     # -- using the result ------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import respx
 
-from bbox_lfm import Client
+from bbox_lfm import Budget, Client
 from bbox_lfm.adapters.mock import MockAdapter
 from bbox_lfm.errors import CapabilityError, ConfigError
 from bbox_lfm.methods import get
@@ -210,6 +210,35 @@ def test_clear_errors_before_anything_is_sent() -> None:
     pb = PromptBoosting(templates=["Text: {text} Verdict: {answer}", {"template": "{text} It was"}])
     assert pb._own_templates(_task())[-1] == "Text: {text} Verdict:"
     assert len(pb._own_templates(_task())) == 3
+
+
+def test_budget_exhausted_mid_run_keeps_what_was_fetched_and_projected_calls() -> None:
+    client = Client("http://mock/v1", adapter=MockAdapter(_answer), provider=_profile(), model="m",
+                    cache=MemoryStore(), budget=Budget(calls=3))  # train 1, dev 1, train 2, then no dev 2
+    pb = PromptBoosting(n_rounds=5, tokens_per_class=2, budget=2, seed=1).fit(client, _task())
+    assert pb.stopped_by_.startswith("BudgetExhausted") and len(pb.templates_) == 1 and pb.learners_
+    assert pb.projected_calls(_task()) == 2 and pb.projected_calls(_task(), client=client) == 2
+    chat = PromptBoosting(budget=2, seed=1, source="topk", endpoint="chat")
+    assert chat.projected_calls(_task(), client=client) == 2 * len(_task().few_shot(seed=1).train)
+
+
+def test_provider_written_templates_join_the_pool() -> None:
+    replies = ["Sure! Here is one:\n\"{text} Overall, it was\"", "no slot here", "{text} {text_pair} bad"]
+
+    def answer(q: Query) -> dict[str, Any]:
+        if q.endpoint == "chat":
+            assert "{text}" in q.messages[0]["content"] and "Label: positive" in q.messages[0]["content"]
+            text = replies[q.sample_id or 0]
+            return {"model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                               "finish_reason": "stop"}], "usage": {"prompt_tokens": 1}}
+        return _answer(q)
+
+    adapter = MockAdapter(answer)
+    pb = PromptBoosting(n_rounds=3, tokens_per_class=2, budget=3, seed=1, generate_templates=3)
+    pb.fit(_client(adapter), _task())
+    assert pb.templates_[-1] == "{text} Overall, it was" and len(pb.templates_) == 3  # 2 invalid replies dropped
+    assert pb.extra_["generation_spent"]["calls"] == 3 and pb.budget_spent_["calls"] == 3
+    assert sum(q.endpoint == "chat" and q.temperature == 0.7 for q in adapter.queries) == 3
 
 
 def test_save_load_predict_and_registry(tmp_path: Path) -> None:
