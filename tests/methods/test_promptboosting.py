@@ -281,7 +281,7 @@ def test_topk_path_through_a_hosted_chat_api() -> None:
     route = respx.post(f"{BASE}/chat/completions").mock(side_effect=_chat_answer)
     task = _task()
     with Client(BASE, api_key="sk-test", provider="openai", model="gpt-4o-mini", cache=MemoryStore(),
-                sleep=lambda s: None) as client:
+                requests_per_minute=0, tokens_per_minute=0) as client:  # no pacing in a unit test
         pb = PromptBoosting(n_rounds=10, tokens_per_class=3, budget=2, seed=1, endpoint="chat")
         result = run(pb, client, task, seed=1, progress=False)
     n_train = len(task.few_shot(seed=1).train)
