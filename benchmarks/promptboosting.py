@@ -18,7 +18,8 @@ mr (76.5), best-of-N on agnews (66.8).
 Cost: training passes = templates x (train + dev examples); test passes per example = distinct
 templates of the chosen ensemble. The distributions and test scores go through one cache file
 (``benchmarks/.cache/promptboosting.sqlite``): the JSON is rewritten after every (group, seed),
-a rerun skips finished runs and replays an interrupted one for free. Run it in the background::
+a rerun skips finished runs and replays an interrupted one for free; two processes may run different
+groups at once (each merges the other's finished runs before writing). Run it in the background::
 
     nohup nice -n 15 .venv/bin/python benchmarks/promptboosting.py > /tmp/pb-bench.log 2>&1 &
 """
@@ -149,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
                 rec["predict_passes"] = getattr(method, "predict_passes_", 0)
                 rec["benchmark_wall_s"] = round(time.perf_counter() - t0, 1)
                 runs.setdefault(group, {})[str(seed)] = rec
+                if out.is_file():  # another process (other groups, same cache) may have written runs meanwhile
+                    disk = json.loads(out.read_text(encoding="utf-8")).get("runs", {})
+                    for g, by_seed in disk.items():
+                        for s, r_ in by_seed.items():
+                            runs.setdefault(g, {}).setdefault(s, r_)
                 summary = _summary(runs)
                 doc.update({"benchmark": "promptboosting", "issue": 20, "model": client.model,
                             "provider": client.profile.name, "rounds": args.rounds,
@@ -156,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                             "command": "python benchmarks/promptboosting.py " + " ".join(
                                 sys.argv[1:] if argv is None else argv),
                             "groups": {g: GROUPS[g] for g in runs}, "summary": summary, "table_md": _table(summary),
-                            "missing": {g: [s for s in args.seeds if str(s) not in runs.get(g, {})]
-                                        for g in args.groups}})
+                            "missing": {g: [s for s in SEEDS if str(s) not in runs.get(g, {})] for g in GROUPS}})
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(doc, indent=2, sort_keys=True, default=float) + "\n", encoding="utf-8")
                 print(f"{group} seed {seed}: eval {r.eval['accuracy']:.4f} (n={r.eval['n']}), dev {r.dev['accuracy']}, "
