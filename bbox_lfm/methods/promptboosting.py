@@ -106,8 +106,9 @@ def screening_scores(P: np.ndarray, y: np.ndarray, w: np.ndarray, n_classes: int
 
 def class_token_lists(scores: np.ndarray, k: int) -> list[np.ndarray]:
     """Each token goes to its best class (argmax over classes); each class keeps its k tokens of
-    highest score, best first. A class that wins no token takes its best-scored token that no
-    other list holds, so every class can be spoken."""
+    highest score, best first (fewer when fewer tokens go to it: the official code pads such a
+    list with other classes' tokens in arbitrary order). A class that wins no token takes its
+    best-scored token that no other list holds, so every class can be spoken."""
     n_classes = scores.shape[0]
     owner = scores.argmax(axis=0)
     lists = []
