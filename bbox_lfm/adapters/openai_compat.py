@@ -20,7 +20,6 @@ from ..errors import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
-    MalformedResponseError,
     RateLimitError,
     ServerError,
     TruncatedResponseError,
@@ -99,15 +98,23 @@ class OpenAICompatAdapter:
             body["stop"] = list(query.stop)
         return body
 
+    def _post(self, query: Query) -> tuple[str, bytes]:
+        """Send ``query`` to its route; the path and the raw body of the answer."""
+        if query.endpoint == "hidden_stats":
+            import httpx  # the SDK's own dependency, already imported with it
+
+            body = {"model": query.model, "input": list(query.prompt), **query.extra}
+            raw = self._client.post("/bbox/hidden_stats", cast_to=httpx.Response, body=body)
+            return "/bbox/hidden_stats", raw.content
+        api = self._client.completions if query.endpoint == "completions" else self._client.chat.completions
+        out = api.with_raw_response.create(**self._request_body(query), extra_body=dict(query.extra) or None)
+        return ("/completions" if query.endpoint == "completions" else "/chat/completions"), out.http_response.content
+
     def send(self, query: Query) -> Response:
         """Send one query; translate every failure into a bbox-lfm error."""
         oa = self._openai
-        body = self._request_body(query)
-        path = "/completions" if query.endpoint == "completions" else "/chat/completions"
-        api = self._client.completions if query.endpoint == "completions" else self._client.chat.completions
         try:
-            raw = api.with_raw_response.create(**body, extra_body=dict(query.extra) or None)
-            content = raw.http_response.content
+            path, content = self._post(query)
         except oa.APITimeoutError as exc:
             raise APITimeoutError(f"no answer from {self.base_url} in time") from exc
         except oa.APIConnectionError as exc:
@@ -147,7 +154,7 @@ class OpenAICompatAdapter:
             msg = redact(self._error_message(exc), [self._api_key])
             raise _status_error(exc.status_code, msg, retry_after_seconds(exc.response.headers)) from exc
         except ValueError as exc:
-            raise MalformedResponseError(f"{self.base_url}/models answered with a body that is not JSON") from exc
+            raise TruncatedResponseError(f"{self.base_url}/models answered with a body that is not JSON") from exc
         return list(data.get("data", []))
 
     def close(self) -> None:
