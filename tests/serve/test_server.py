@@ -258,12 +258,12 @@ def test_engine_refuses_a_cache_keyword_the_model_ignores(local_server: LocalSer
     transformers 5.17 failure: the wrong keyword vanished into ``**kwargs``)."""
     engine = local_server.app.service.engine
     engine.check_prefix_reuse()  # the real keyword passes
-    right, engine._cache_arg = engine._cache_arg, "not_a_cache_keyword"
+    right, engine.forward.cache_arg = engine.forward.cache_arg, "not_a_cache_keyword"
     try:
         with pytest.raises(RuntimeError, match="shared-prefix pass differs from a plain pass"):
             engine.check_prefix_reuse()
     finally:
-        engine._cache_arg = right
+        engine.forward.cache_arg = right
 
 
 def test_concurrent_generations_decode_together(openai_client: Any, local_server: LocalServer) -> None:
