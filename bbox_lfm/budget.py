@@ -28,7 +28,7 @@ _CHAT_OVERHEAD_TOKENS = 16  # chat templates wrap each message in a few special 
 
 def estimate_tokens(query: Query) -> int:
     """An upper bound on the prompt plus completion tokens that ``query`` can use."""
-    if query.endpoint == "completions":
+    if query.endpoint != "chat":
         texts = list(query.prompt)
         prompt = sum(len(t.encode("utf-8")) + 2 for t in texts)
     else:

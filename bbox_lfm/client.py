@@ -90,7 +90,8 @@ class Client:
         self.adapter = adapter
         rpm = self.profile.requests_per_minute if requests_per_minute is None else requests_per_minute
         tpm = self.profile.tokens_per_minute if tokens_per_minute is None else tokens_per_minute
-        self._upstream: Sender = RateLimitLayer(RetryLayer(adapter, max_attempts=max_attempts, sleep=sleep),
+        self._retry = RetryLayer(adapter, max_attempts=max_attempts, sleep=sleep)
+        self._upstream: Sender = RateLimitLayer(self._retry,
                                                 requests_per_minute=rpm, tokens_per_minute=tpm,
                                                 clock=clock, sleep=sleep)
         self.store = self._open_store(cache) if cache_mode != "off" else None
@@ -239,7 +240,9 @@ class Client:
     def models(self) -> list[dict[str, Any]]:
         """The provider's model list (with bbox-lfm metadata where the server gives it)."""
         lister = getattr(self.adapter, "models", None)
-        return list(lister()) if lister else []
+        # not a query (no budget, no cache: model_info is memoised), but a request all the same,
+        # so a dropped connection or a 503 is retried like one
+        return list(self._retry.call(lister)[0]) if lister else []
 
     def model_info(self) -> dict[str, Any]:
         """Metadata of this client's model from ``GET /models`` (hidden size, layers, embedding

@@ -204,6 +204,16 @@ def test_api_key_never_in_errors_or_logs(caplog: pytest.LogCaptureFixture) -> No
 
 
 @respx.mock
+def test_models_are_retried_like_queries() -> None:
+    route = respx.get(f"{BASE}/models").mock(side_effect=[
+        httpx.Response(503), httpx.Response(200, content=b'{"object": "li'),
+        httpx.Response(200, json={"object": "list", "data": [{"id": "m1", "object": "model"}]})])
+    with make_client() as c:
+        assert c.models()[0]["id"] == "m1"
+    assert route.call_count == 3
+
+
+@respx.mock
 def test_models_lists_metadata() -> None:
     respx.get(f"{BASE}/models").mock(return_value=httpx.Response(200, json={"object": "list", "data": [
         {"id": "m1", "object": "model", "created": 0, "owned_by": "x", "metadata": {"hidden_size": 576}}]}))
