@@ -115,11 +115,11 @@ def test_429_honours_retry_after_then_succeeds() -> None:
 def test_500_burst_is_retried_and_counted_once_in_the_budget() -> None:
     route = respx.post(f"{BASE}/completions").mock(side_effect=[httpx.Response(500), httpx.Response(502),
                                                                 httpx.Response(503), httpx.Response(200, json=COMPLETION)])
-    budget = Budget(calls=1)
+    budget = Budget(requests=1)
     with make_client(budget=budget) as c:
         r = c.send(Query(prompt="x"))
     assert route.call_count == 4 and r.attempts == 4
-    assert budget.summary()["calls"] == 1
+    assert budget.summary()["requests"] == 1
 
 
 @respx.mock
