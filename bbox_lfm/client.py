@@ -67,6 +67,10 @@ class Client:
       adapter: a sender to use instead of the HTTP adapter (a ``MockAdapter`` in tests).
       cache_namespace: what identifies the provider in cache keys (default: the base URL). A
         local server on a random port gets a stable namespace, so its answers replay.
+      embeddings: for a profile with ``prompt_embeds`` (vLLM ``--enable-prompt-embeds``), the
+        served model's tokenizer and input embeddings (a Hugging Face folder or GGUF path, or an
+        ``EmbeddingTable``; default ``$BBOX_LFM_EMBEDDINGS``): soft prompts then travel as
+        prompt embeddings (:mod:`bbox_lfm.adapters.prompt_embeds`).
       sleep, clock: injected into retry and rate limiting for deterministic tests.
     """
 
@@ -74,7 +78,7 @@ class Client:
                  provider: str | ProviderProfile | None = None, budget: Budget | None = None,
                  cache: Any = None, cache_mode: str | None = None, max_concurrency: int = 16,
                  timeout: float = 120.0, max_attempts: int = 6, adapter: Sender | None = None,
-                 cache_namespace: str | None = None, probed: bool = True,
+                 cache_namespace: str | None = None, probed: bool = True, embeddings: Any = None,
                  requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
         cache_mode = cache_mode or os.environ.get("BBOX_LFM_CACHE_MODE", "readwrite")
@@ -95,6 +99,11 @@ class Client:
 
             adapter = OpenAICompatAdapter(base_url=self.base_url, api_key=self._resolve_key(api_key),
                                           profile=self.profile, timeout=timeout)
+        embeddings = embeddings if embeddings is not None else os.environ.get("BBOX_LFM_EMBEDDINGS")
+        if self.profile.capabilities.prompt_embeds and embeddings:
+            from .adapters.prompt_embeds import wrap_prompt_embeds
+
+            adapter, self.profile = wrap_prompt_embeds(adapter, self.profile, embeddings)
         self.adapter = adapter
         rpm = self.profile.requests_per_minute if requests_per_minute is None else requests_per_minute
         tpm = self.profile.tokens_per_minute if tokens_per_minute is None else tokens_per_minute
