@@ -23,7 +23,9 @@ from bbox_lfm.adapters.prompt_embeds import EmbeddingTable, from_prompt_embeds, 
 from bbox_lfm.tensors import encode
 
 BASE = "http://vllm.test/v1"
-VOCAB = {w: i for i, w in enumerate("<s> a bad good film number It was fine poor nice awful great dull 0 1 2 3".split())}
+WORDS = ["<s>", "a", "bad", "good", "film", "number", "It", "was", "fine", "poor", "nice", "awful", "great", "dull",
+         "0", "1", "2", "3"]
+VOCAB = {w: i for i, w in enumerate(WORDS)}
 D = 8
 
 
