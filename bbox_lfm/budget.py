@@ -17,7 +17,8 @@ exactly. Tokens and dollars are not known until the answer comes, so an upper bo
 reserved (UTF-8 bytes of the prompts, a token being at least one byte, plus the soft-prompt
 length, plus ``max_tokens`` per sequence) and settled to the reported usage afterwards. A query
 whose reservation does not fit raises :class:`~bbox_lfm.errors.BudgetExhausted` and is not sent.
-Cache hits cost nothing; they are counted, with the money they saved.
+Cache hits cost nothing; they are counted, with the money they saved. Retries (attempts beyond
+the first, see :class:`~bbox_lfm.layers.retry.RetryLayer`) cost no call: they are counted apart.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class Budget:
         self._reserved = dict.fromkeys(UNITS, 0.0)
         self.cache_hits = 0
         self.saved_usd = 0.0
+        self.retries = 0
 
     def reserve(self, query: Query) -> Reservation:
         """Reserve what ``query`` may cost, or raise :class:`BudgetExhausted` (nothing reserved)."""
@@ -130,14 +132,17 @@ class Budget:
             self._reserved["dollars"] -= r.cost_usd
             self._spent["tokens"] += response.usage.total_tokens
             self._spent["dollars"] += response.cost_usd
+            self.retries += max(0, response.attempts - 1)
 
-    def release(self, r: Reservation, *, sent: bool = True) -> None:
+    def release(self, r: Reservation, *, sent: bool = True, attempts: int = 1) -> None:
         """Give back the token and dollar bounds of a query that got no answer.
 
         The request and its sequences stay spent when the query went upstream (``sent``); a
-        query refused further down (by an enclosing budget) is refunded in full.
+        query refused further down (by an enclosing budget) is refunded in full. ``attempts``
+        beyond the first are counted as retries.
         """
         with self._lock:
+            self.retries += max(0, attempts - 1)
             self._reserved["tokens"] -= r.tokens
             self._reserved["dollars"] -= r.cost_usd
             if not sent:
@@ -162,6 +167,7 @@ class Budget:
             out[unit] = {"spent": round(spent, 8) if unit == "dollars" else int(spent), "limit": self.limits[unit]}
         out["cache_hits"] = self.cache_hits
         out["saved_usd"] = round(self.saved_usd, 8)
+        out["retries"] = self.retries
         return out
 
     def report(self) -> dict[str, Any]:
@@ -171,11 +177,12 @@ class Budget:
 
     def summary(self) -> dict[str, Any]:
         """The flat figures the results format stores (``budget_spent``): calls, requests,
-        sequences, tokens, dollars, and cache_hits (requests answered from the cache)."""
+        sequences, tokens, dollars, cache_hits (requests answered from the cache) and retries."""
         with self._lock:
             return {"calls": int(self._spent["calls"]), "requests": int(self._spent["requests"]),
                     "sequences": int(self._spent["sequences"]), "tokens": int(self._spent["tokens"]),
-                    "dollars": round(self._spent["dollars"], 8), "cache_hits": self.cache_hits}
+                    "dollars": round(self._spent["dollars"], 8), "cache_hits": self.cache_hits,
+                    "retries": self.retries}
 
     def format(self) -> str:
         """One line per unit, for the end of CLI runs (calls are the method's, requests HTTP's)."""

@@ -110,7 +110,7 @@ def test_report_and_format() -> None:
     client(budget).send(Query(prompt="a"))
     assert "requests: 1 / 5" in budget.format() and "calls: 0" in budget.format()
     assert budget.summary() == {"calls": 0, "requests": 1, "sequences": 1, "tokens": 4, "dollars": 1.75e-05,
-                                "cache_hits": 0}
+                                "cache_hits": 0, "retries": 0}
 
 
 def test_bad_limits_are_rejected() -> None:
