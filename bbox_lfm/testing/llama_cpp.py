@@ -33,10 +33,10 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def llama_cpp_server(model: str | Path | None = None, *, n_ctx: int = 2048, timeout_s: float = 180.0,
-                     extra_args: tuple[str, ...] = ()) -> Iterator[str]:
+def llama_cpp_server(model: str | Path | None = None, *, port: int | None = None, n_ctx: int = 2048,
+                     timeout_s: float = 180.0, extra_args: tuple[str, ...] = ()) -> Iterator[str]:
     """Run ``python -m llama_cpp.server --model MODEL`` on a free port; yield its base URL
-    (``http://127.0.0.1:PORT/v1``); stop it on exit. ``model`` defaults to the embedded
+    (``http://127.0.0.1:PORT/v1``; ``port`` default: a free one); stop it on exit. ``model`` defaults to the embedded
     SmolLM2 GGUF. The server's output goes to a temporary log file, quoted on a failed start."""
     import httpx
 
@@ -44,7 +44,7 @@ def llama_cpp_server(model: str | Path | None = None, *, n_ctx: int = 2048, time
         from ..serve.loading import default_gguf
 
         model = default_gguf()
-    port = _free_port()
+    port = port or _free_port()
     log = tempfile.NamedTemporaryFile(prefix="llama-cpp-server-", suffix=".log", delete=False)  # noqa: SIM115
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
            "--port", str(port), "--n_ctx", str(n_ctx), *extra_args]
