@@ -204,3 +204,23 @@ def test_a_probed_profile_wins_for_its_url_only(tmp_path, monkeypatch) -> None:
     assert not Client(BASE, provider="openai", api_key="sk-x", cache_mode="off",
                       adapter=object()).profile.probed  # type: ignore[arg-type]
     assert not Client(BASE, cache_mode="off", adapter=object(), probed=False).profile.probed  # type: ignore[arg-type]
+
+
+def test_vllm_end_to_end_for_the_text_prompt_methods(tmp_path, monkeypatch) -> None:
+    """The documented vLLM commands (docs/providers.md) on an emulated vLLM: eval and tune bdpl
+    run with --provider vllm and no --model, the whole batch in one request per call."""
+    from bbox_lfm.cli import main
+
+    monkeypatch.setenv("BBOX_LFM_CACHE_DIR", str(tmp_path))
+    emu = Emulator(BEHAVIOURS["vllm"])
+    common = ["--task", "sample", "--base-url", BASE, "--provider", "vllm", "--no-progress"]
+    with respx.mock(assert_all_called=False) as router:
+        emu.install(router)
+        assert main(["eval", *common, "--template-index", "1", "--limit", "8", "--out", str(tmp_path / "e.json")]) == 0
+        assert main(["tune", "bdpl", *common, "--budget", "4", "--set", "sample_size=2", "--eval-limit", "8",
+                     "--out", str(tmp_path / "t.json")]) == 0
+    ev = json.loads((tmp_path / "e.json").read_text())
+    tuned = json.loads((tmp_path / "t.json").read_text())
+    assert ev["model"] == "Qwen/Qwen2.5-0.5B" and ev["provider"] == "vllm" and ev["eval"]["n"] == 8
+    assert tuned["budget_spent"]["calls"] == 4 == tuned["budget_spent"]["requests"]  # 16 prompts in each
+    assert all(b["model"] == "Qwen/Qwen2.5-0.5B" for b in emu.bodies)
