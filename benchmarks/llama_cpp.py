@@ -33,11 +33,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bbox_lfm import Client  # noqa: E402
-from bbox_lfm.methods import get  # noqa: E402
-from bbox_lfm.methods.harness import EVAL_SUBSAMPLE_SEED  # noqa: E402
-from bbox_lfm.tasks import load_task, subsample  # noqa: E402
-from bbox_lfm.testing.llama_cpp import available, llama_cpp_server  # noqa: E402
+from bbox_lfm import Client
+from bbox_lfm.methods import get
+from bbox_lfm.methods.harness import EVAL_SUBSAMPLE_SEED
+from bbox_lfm.tasks import load_task, subsample
+from bbox_lfm.testing.llama_cpp import available, llama_cpp_server
 
 OUT = HERE / "results" / "llama_cpp.json"
 CACHE = HERE / ".cache" / "llama_cpp.sqlite"
