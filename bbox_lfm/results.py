@@ -1,11 +1,13 @@
 """One results format for every run of every method (JSON, versioned schema).
 
 Fields: ``schema`` (this version), ``method``, ``config``, ``task``, ``seed``, ``provider``,
-``model``, ``budget_spent`` (what the search sent upstream: calls, sequences, tokens, cost_usd,
-cache_hits that cost nothing, and retries, the attempts beyond the first), ``eval_spent`` (the
-same for dev and eval scoring, which papers do not count against the budget), ``wall_s``,
-``dev`` and ``eval`` (each at least ``accuracy`` and ``f1``), ``curve`` (``[{calls,
-dev_accuracy}]``, calls as the method's paper counts them, hits included), ``prompt``, ``version``, ``commit``, plus free-form ``extra``.
+``model``, ``budget_spent`` (what the search spent: ``calls``, the method's unit, one prompt over
+the training batch, cache hits included; ``requests``, ``sequences``, ``tokens`` and ``dollars``
+that went upstream; ``cache_hits``, requests answered from the cache; ``retries``, the attempts
+beyond the first; see :mod:`bbox_lfm.budget`), ``eval_spent`` (the same for dev and eval
+scoring, which papers do not count against the budget), ``wall_s``, ``dev`` and ``eval`` (each
+at least ``accuracy`` and ``f1``), ``curve`` (``[{calls, dev_accuracy}]``, calls as the method's
+paper counts them, hits included), ``prompt``, ``version``, ``commit``, plus free-form ``extra``.
 """
 
 from __future__ import annotations

@@ -135,8 +135,7 @@ class _Search:
         self.train_prompts = [task.format(ex) for ex in split.train]
         self.y = np.array([ex.label for ex in split.train])
         self.dev = list(split.dev)
-        per_call = math.ceil(len(self.train_prompts) / max(1, client.capabilities.max_batch))
-        self.search = client.with_budget(Budget(calls=method.budget * per_call))
+        self.search = client.with_budget(Budget(calls=method.budget))  # one score() of the batch = one call
         self.scorer = client.with_budget(Budget())
         self.concurrency = client.max_concurrency
         self.calls = 0
