@@ -53,3 +53,37 @@ def test_files_runs_bundles_and_speed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"runs\.0\.config: Field required"):
         read_results(bad)
 
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def test_report_reads_every_benchmark_file_and_skips_speed_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    """``bbox-lfm report benchmarks/results/*.json`` renders every method file in one call."""
+    from bbox_lfm.cli import main
+
+    files = sorted(str(p) for p in RESULTS.glob("*.json"))
+    skipped: list[str] = []
+    from bbox_lfm.commands.report import load_runs
+
+    runs = load_runs(files, skipped=skipped)
+    assert {r["method"] for r in runs} >= {"zero-shot", "icl", "best-of-n", "bbt", "bbtv2", "bdpl", "distill"}
+    assert sorted(Path(p).stem for p in skipped) == ["batching", "cache_replay", "overhead", "server"]
+    assert main(["report", *files]) == 0
+    out = capsys.readouterr()
+    assert "| sst2 | bbtv2 |" in out.out and out.err.count("speed benchmark") == 4
+
+
+def test_benchmark_bundles_convert_back_to_their_working_layout() -> None:
+    """benchmarks/bundle.py loses nothing: a bundle read back is the layout the scripts resume from,
+    and written again it is the same file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_bundle", RESULTS.parent / "bundle.py")
+    assert spec is not None and spec.loader is not None
+    bundle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bundle)
+    for name in ("baselines", "bbt", "bdpl", "distill"):
+        stored = json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
+        native = bundle.from_bundle(stored)
+        assert native.get("kind") is None
+        assert json.loads(json.dumps(bundle.to_bundle(native, name), default=float)) == stored, name
