@@ -44,6 +44,7 @@ class _TextPromptBaseline(Method):
 
     def predict(self, client: Any, examples: Sequence[Example]) -> np.ndarray:
         """Index of the highest-scoring label word after each example's prompt."""
+        client.require(*self.needs, needed_by=self.name)
         logprobs, _ = score_prompts(client, self._prompts(examples), self.label_words_, progress=False)
         return np.asarray(logprobs.argmax(axis=1)) if len(logprobs) else np.zeros(0, dtype=np.int64)
 
@@ -106,7 +107,6 @@ class ZeroShot(_TextPromptBaseline):
 
     def fit(self, client: Any, task: Task) -> ZeroShot:
         """Nothing to search: take the template and label words."""
-        client.require(*self.needs, needed_by=self.name)
         self._set_prompt(self.template or task.template, self.label_words or task.label_words, task)
         self._no_search()
         return self
@@ -142,7 +142,6 @@ class ICL(_TextPromptBaseline):
 
     def fit(self, client: Any, task: Task) -> ICL:
         """Draw the demonstrations (no query is sent)."""
-        client.require(*self.needs, needed_by=self.name)
         self._set_prompt(self.template or task.template, self.label_words or task.label_words, task)
         train = task.few_shot(seed=self.seed, k=self.shot).train
         rng = np.random.default_rng(self.seed)

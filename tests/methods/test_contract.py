@@ -193,7 +193,10 @@ def test_missing_capability_raises_before_sending(name: str, backend: str, backe
         lacking = dataclasses.replace(base, capabilities=dataclasses.replace(base.capabilities, **{need: False}))
         client = backends[backend](MemoryStore(), profile=lacking)
         with pytest.raises(CapabilityError, match=need):
-            build(name).fit(client, task())
+            method = build(name)
+            method.fit(client, task())
+            # a fit that sends nothing (zero-shot, icl) may leave the check to the first query
+            method.predict(client, eval_examples(task(), eval_limit=2))
         assert client.budget.summary()["calls"] == 0, f"{name} sent queries before finding {need!r} missing"
 
 
