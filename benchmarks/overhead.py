@@ -82,7 +82,7 @@ def main() -> None:
                 "written to SQLite (WAL); fan-out is the best of 3 runs of 200 x 50 ms at concurrency 20",
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps({"kind": "speed", **result}, indent=2) + "\n")
     print(json.dumps(result))
 
 

@@ -260,6 +260,8 @@ class BBT(Method):
 
     name: ClassVar[str] = "bbt"
     needs: ClassVar[tuple[str, ...]] = ("soft_prompt", "label_words")
+    tiny_config: ClassVar[dict[str, Any]] = {"budget": 8, "popsize": 4, "intrinsic_dim": 4, "n_prompt_tokens": 2,
+                                             "eval_every": 4}
     #: the request-body field that carries the learned prompt
     prompt_field: ClassVar[str] = "soft_prompt"
 

@@ -190,6 +190,8 @@ class BDPL(Method):
 
     name: ClassVar[str] = "bdpl"
     needs: ClassVar[tuple[str, ...]] = ("logprobs",)
+    tiny_config: ClassVar[dict[str, Any]] = {"budget": 8, "sample_size": 4, "n_candidates": 10, "prompt_length": 2,
+                                             "eval_every": 4}
 
     def __init__(self, *, prompt_length: int = 10, n_candidates: int = 200, sample_size: int = 20,
                  lr: float = 1e-4, weight_decay: float = 0.1, clip_norm: float = 3.0, budget: int = 8000,
