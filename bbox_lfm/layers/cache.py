@@ -96,7 +96,9 @@ class CacheLayer:
             if self.mode == "replay":
                 describe = getattr(self.store, "describe_miss", None)
                 where = f"; {describe()}" if describe is not None else ""
-                raise CacheMiss(key, query.describe() + where)
+                from ..stores.nearest import nearest_difference
+
+                raise CacheMiss(key, query.describe() + where, nearest_difference(self.store, query, self.base_url))
         response = self.inner.send(query)
         qjson, rjson = query.to_json(), response.to_json()  # each built once: this is the miss hot path
         self.store.put(key, {
