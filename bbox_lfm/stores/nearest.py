@@ -9,15 +9,16 @@ prompt prefix.
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..types import Query
 
 __all__ = ["nearest_difference"]
 
-SCAN_LIMIT = 20_000  # entries compared at most: a miss in a huge cache stays fast
+SCAN_LIMIT = 5_000  # entries compared at most: a miss in a huge cache stays under a second
 _FIRST = ("namespace", "model", "endpoint", "prompt", "messages")  # reported before the rest
 _SNIPPET = 30  # characters shown on either side of where two strings part
 
@@ -99,16 +100,18 @@ def nearest_difference(store: Any, query: Query, namespace: str, *, limit: int =
     when ``store`` holds no recorded query to compare with."""
     from ..layers.cache import compact
 
-    items = getattr(store, "items", None)
-    if items is None:
+    queries = getattr(store, "queries", None)
+    if queries is not None:  # a database: skip the responses, and look where a match is likeliest
+        rows: Iterator[tuple[str, Mapping[str, Any]]] = queries(limit, model=query.model, base_url=namespace)
+    elif hasattr(store, "items"):
+        rows = itertools.islice(store.items(), limit)
+    else:
         return None
     qjson = query.to_json()
     asked = _fields(namespace, {**qjson, "extra": compact(qjson["extra"])})
     asked_text = _text(asked)
     best: tuple[tuple[int, int], list[str], dict[str, Any]] | None = None
-    for i, (_, entry) in enumerate(items()):
-        if i >= limit:
-            break
+    for _, entry in rows:
         stored = entry.get("query")
         if not isinstance(stored, Mapping):
             continue  # a provider fact, not a query

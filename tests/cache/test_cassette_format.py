@@ -38,8 +38,9 @@ def miss(store: Any, query: Query, model: str = "m") -> CacheMiss:
     return info.value
 
 
-def test_a_replay_miss_names_what_differs_from_the_nearest_recorded_query() -> None:
-    store = MemoryStore()
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_replay_miss_names_what_differs_from_the_nearest_recorded_query(kind: str, tmp_path: Path) -> None:
+    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "c.sqlite")
     rec = client(store)
     for q in RECORDED:
         rec.send(q)
