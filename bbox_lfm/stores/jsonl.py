@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -177,14 +178,18 @@ class JSONLStore(MemoryStore):
 
     ``secrets`` are scrubbed from what :meth:`save` writes (the client's API key, say).
     ``recorded`` (base_url, namespace, provider, model) goes into the header :meth:`save`
-    writes; by default the header the file had, else what the entries tell.
+    writes; by default the header the file had, else what the entries tell. With
+    ``autosave=True`` every new answer is written at once (a recording interrupted at any point
+    keeps what it received).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, secrets: Iterable[str | None] = (),
-                 recorded: Mapping[str, str | None] | None = None):
+                 recorded: Mapping[str, str | None] | None = None, autosave: bool = False):
         super().__init__()
         self.path = Path(path)
         self.secrets = list(secrets)
+        self.autosave = autosave
+        self._save_lock = threading.Lock()
         self.existed = self.path.exists()
         self.recorded: dict[str, str | None] | None = dict(recorded) if recorded is not None else None
         if self.existed:
@@ -194,9 +199,16 @@ class JSONLStore(MemoryStore):
                 header = read_header(self.path)
                 self.recorded = dict(header) if header is not None else None
 
+    def put(self, key: str, entry: Mapping[str, Any]) -> None:
+        """Store ``entry`` under ``key`` (and write the file, with ``autosave``)."""
+        super().put(key, entry)
+        if self.autosave:
+            self.save()
+
     def save(self) -> int:
         """Write every entry to :attr:`path`; return how many."""
-        return write_cassette(self.path, self.items(), self.secrets, recorded=self.recorded)
+        with self._save_lock:
+            return write_cassette(self.path, self.items(), self.secrets, recorded=self.recorded)
 
     def describe_miss(self) -> str:
         """What a replay miss should tell the user about where answers come from."""

@@ -10,7 +10,7 @@ import pytest
 
 from bbox_lfm import Client, MockAdapter, Query
 from bbox_lfm.cli import main
-from bbox_lfm.errors import CacheMiss
+from bbox_lfm.errors import CacheMiss, ConfigError
 from bbox_lfm.stores import JSONLStore, MemoryStore, SQLiteStore, read_cassette, write_cassette
 from bbox_lfm.stores.jsonl import public_url, read_header, recorded_against
 
@@ -116,3 +116,38 @@ def test_cache_export_writes_the_plugins_format(tmp_path: Path, capsys: pytest.C
     assert main(["cache", "--cache", str(db), "export", "--provider", "nope", str(out)]) == 2
     assert "provider must be one of" in capsys.readouterr().err
     SQLiteStore(db).close()
+
+
+def test_cassette_client_records_with_a_server_and_replays_without(tmp_path: Path) -> None:
+    from bbox_lfm.testing import cassette_client
+
+    tape = tmp_path / "nb.jsonl"
+    with pytest.raises(ConfigError, match="cassette must be an existing cassette file"):
+        cassette_client(tape)
+    sent: list[Query] = []
+
+    def provider(q: Query) -> dict[str, Any]:
+        sent.append(q)
+        return echo(q)
+
+    rec = cassette_client(tape, server="https://api.example.test/v1", provider="generic", model="g",
+                          adapter=MockAdapter(provider))
+    first = rec.send(RECORDED[0])
+    assert len(list(read_cassette(tape))) == 1  # written as it arrived
+    rec.send_many(RECORDED)
+    assert len(sent) == 3 and read_header(tape) == {"base_url": "https://api.example.test/v1", "provider": "generic",
+                                                    "model": "g", "namespace": "https://api.example.test/v1"}
+
+    replay = cassette_client(tape)  # everything from the header: no flags, no key, no server
+    assert replay.send(RECORDED[0]).choices == first.choices
+    assert replay.budget.summary()["calls"] == 0 and replay.budget.summary()["cache_hits"] == 1
+    with pytest.raises(CacheMiss, match=r"differs in max_tokens \(recorded 4, asked 9\)"):
+        replay.send(Query(prompt="The capital of France is", max_tokens=9))
+    with pytest.raises(ConfigError, match="model must be what the cassette .* was recorded against, 'g'"):
+        cassette_client(tape, model="other")
+
+    local = tmp_path / "local.jsonl"
+    cassette_client(local, server="http://127.0.0.1:9/v1", adapter=MockAdapter(provider)).send(RECORDED[1])
+    assert read_header(local) == {"provider": "bbox-lfm", "model": "SmolLM2-135M-Instruct",
+                                  "namespace": "bbox-lfm-local:SmolLM2-135M-Instruct"}
+    assert cassette_client(local).send(RECORDED[1]).cache_hit
