@@ -26,7 +26,6 @@ def record(path: Path, timeout_s: float) -> float:
     cassette = path.parent / "cassettes" / f"{path.stem}.jsonl"
     cassette.unlink(missing_ok=True)
     os.environ["BBOX_LFM_RECORD"] = "1"
-    os.environ.setdefault("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)
     t0 = time.perf_counter()
     nbclient.NotebookClient(nb, timeout=timeout_s, kernel_name="python3",

@@ -59,7 +59,6 @@ def execute(path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: Path, *, all
     monkeypatch.setenv("BBOX_LFM_CACHE_DIR", str(cache_dir))  # a client outside the cassette finds nothing
     monkeypatch.setenv("BBOX_LFM_CACHE_MODE", "replay")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=allow_errors,
                                      resources={"metadata": {"path": str(path.parent)}})
     client.execute()
