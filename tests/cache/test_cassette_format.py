@@ -140,7 +140,7 @@ def test_cassette_client_records_with_a_server_and_replays_without(tmp_path: Pat
 
     replay = cassette_client(tape)  # everything from the header: no flags, no key, no server
     assert replay.send(RECORDED[0]).choices == first.choices
-    assert replay.budget.summary()["calls"] == 0 and replay.budget.summary()["cache_hits"] == 1
+    assert replay.budget.summary()["requests"] == 0 and replay.budget.summary()["cache_hits"] == 1
     with pytest.raises(CacheMiss, match=r"differs in max_tokens \(recorded 4, asked 9\)"):
         replay.send(Query(prompt="The capital of France is", max_tokens=9))
     with pytest.raises(ConfigError, match="model must be what the cassette .* was recorded against, 'g'"):
