@@ -251,18 +251,29 @@ class Response:
 
 @dataclass(frozen=True, kw_only=True)
 class Capabilities:
-    """What a provider can do; methods check these before sending anything."""
+    """What a provider can do; methods check these before sending anything.
+
+    ``max_top_logprobs`` is the legacy Completions endpoint's limit, ``chat_max_top_logprobs``
+    the Chat endpoint's (OpenAI: 5 and 20). ``echo_max_tokens`` is what to send as
+    ``max_tokens`` with ``echo`` to read a prompt's own tokens: 0 where the server then scores
+    the prompt only, 1 where it reads 0 as "no limit" (llama.cpp) and one token must be
+    generated and set aside. ``prompt_embeds`` is vLLM's ``--enable-prompt-embeds`` input.
+    """
 
     completions: bool = True
     chat: bool = True
     logprobs: bool = True
     max_top_logprobs: int = 5
+    chat_logprobs: bool = True
+    chat_max_top_logprobs: int = 5
     echo: bool = False
+    echo_max_tokens: int = 0
     max_batch: int = 1
     soft_prompt: bool = False
     deep_prompt: bool = False
     label_words: bool = False
     hidden_stats: bool = False
+    prompt_embeds: bool = False
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Capabilities:

@@ -81,6 +81,8 @@ class OpenAICompatAdapter:
                                 "temperature": query.temperature, "n": query.n}
         if query.endpoint == "completions":
             body["prompt"] = list(query.prompt) if len(query.prompt) > 1 else query.prompt[0]
+            if "prompt_embeds" in query.extra:  # vLLM: the embeddings are the prompt (its docs send None)
+                body["prompt"] = None
             if query.logprobs is not None:
                 body["logprobs"] = query.logprobs
             if query.echo:

@@ -135,8 +135,7 @@ class _Search:
         self.train_prompts = [task.format(ex) for ex in split.train]
         self.y = np.array([ex.label for ex in split.train])
         self.dev = list(split.dev)
-        per_call = math.ceil(len(self.train_prompts) / max(1, client.capabilities.max_batch))
-        self.search = client.with_budget(Budget(calls=method.budget * per_call))
+        self.search = client.with_budget(Budget(calls=method.budget))  # one score() of the batch = one call
         self.scorer = client.with_budget(Budget())
         self.concurrency = client.max_concurrency
         self.calls = 0
@@ -261,6 +260,8 @@ class BBT(Method):
 
     name: ClassVar[str] = "bbt"
     needs: ClassVar[tuple[str, ...]] = ("soft_prompt", "label_words")
+    tiny_config: ClassVar[dict[str, Any]] = {"budget": 8, "popsize": 4, "intrinsic_dim": 4, "n_prompt_tokens": 2,
+                                             "eval_every": 4}
     #: the request-body field that carries the learned prompt
     prompt_field: ClassVar[str] = "soft_prompt"
 

@@ -79,6 +79,8 @@ class BBTv2(BBT):
 
     name: ClassVar[str] = "bbtv2"
     needs: ClassVar[tuple[str, ...]] = ("deep_prompt", "hidden_stats", "label_words")
+    tiny_config: ClassVar[dict[str, Any]] = {"budget": 8, "popsize": 4, "intrinsic_dim": 4, "n_prompt_tokens": 2,
+                                             "eval_every": 4}
     prompt_field: ClassVar[str] = "deep_prompt"
 
     def __init__(self, *, intrinsic_dim: int = 500, n_prompt_tokens: int = 50, popsize: int = 20,

@@ -81,7 +81,7 @@ def test_search_layers_calls_and_replay() -> None:
     silent = fakes.FakeServer()
     replay = BBTv2(**TINY).fit(fakes.fake_client(store=store, adapter=silent).with_cache_mode("replay"), task,
                                split=split)
-    assert silent.calls == 0 and silent.posts == [] and replay.budget_spent_["calls"] == 0
+    assert silent.calls == 0 and silent.posts == [] and replay.budget_spent_["requests"] == 0
     assert replay.best_prompt_ == m.best_prompt_ and replay.curve_ == m.curve_
     with pytest.raises(CacheMiss):
         BBTv2(**{**TINY, "seed": 6}).fit(fakes.fake_client(store=store, adapter=silent).with_cache_mode("replay"),
@@ -135,4 +135,4 @@ def test_local_server_search_and_replay(local_client) -> None:
     assert m.budget_spent_["calls"] == m.calls_ == 12 and decode(m.best_prompt_).shape[0] == L
     assert m.best_train_loss_ < m.history_[0]["loss_mean"]
     replay = BBTv2(**kw).fit(local_client.with_cache_mode("replay"), task, split=split)
-    assert replay.budget_spent_["calls"] == 0 and replay.best_prompt_ == m.best_prompt_
+    assert replay.budget_spent_["requests"] == 0 and replay.best_prompt_ == m.best_prompt_
