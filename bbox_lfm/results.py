@@ -1,10 +1,12 @@
 """One results format for every run of every method (JSON, versioned schema).
 
 Fields: ``schema`` (this version), ``method``, ``config``, ``task``, ``seed``, ``provider``,
-``model``, ``budget_spent`` (what the search sent upstream: calls, sequences, tokens, cost_usd,
-and cache_hits that cost nothing), ``eval_spent`` (the same for dev and eval scoring, which
-papers do not count against the budget), ``wall_s``, ``dev`` and ``eval`` (each at least
-``accuracy``, ``f1`` and ``n``), ``curve`` (``[{calls, dev_accuracy}]``, calls as the method's
+``model``, ``budget_spent`` (what the search spent: ``calls``, the method's unit, one prompt over
+the training batch, cache hits included; ``requests``, ``sequences``, ``tokens`` and ``dollars``
+that went upstream; ``cache_hits``, requests answered from the cache; ``retries``, the attempts
+beyond the first; see :mod:`bbox_lfm.budget`), ``eval_spent`` (the same for dev and eval
+scoring, which papers do not count against the budget), ``wall_s``, ``dev`` and ``eval`` (each
+at least ``accuracy`` and ``f1``), ``curve`` (``[{calls, dev_accuracy}]``, calls as the method's
 paper counts them, hits included), ``prompt``, ``version``, ``commit``, plus free-form ``extra``.
 
 A results file holds one run, or a bundle ``{"schema", "kind": "bundle", "runs": [...]}`` with
@@ -83,11 +85,14 @@ class _Open(BaseModel):
 class Spent(_Open):
     """What one budget counted (``Budget.summary()``)."""
 
-    calls: int = Field(ge=0, description="requests sent upstream (cache hits not included)")
+    calls: int = Field(ge=0, description="the method's calls: one prompt over the training batch, cache hits included")
+    requests: int | None = Field(default=None, ge=0,
+                                 description="HTTP requests sent upstream (None: not recorded, older runs)")
     sequences: int = Field(ge=0, description="prompts sent upstream (prompts x n)")
     tokens: int | None = Field(default=None, ge=0, description="None: not recorded (older benchmark runs)")
-    cost_usd: float | None = Field(default=None, ge=0, description="None: not recorded (older benchmark runs)")
-    cache_hits: int = Field(ge=0, description="queries answered from the cache, at no cost")
+    dollars: float | None = Field(default=None, ge=0, description="None: not recorded (older benchmark runs)")
+    cache_hits: int = Field(ge=0, description="requests answered from the cache, at no cost")
+    retries: int | None = Field(default=None, ge=0, description="attempts beyond the first (None: not recorded)")
 
 
 class Metrics(_Open):

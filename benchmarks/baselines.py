@@ -93,7 +93,7 @@ def main() -> int:
                         runs[_key(result.to_json())] = result.to_json()
                         print(f"{name} seed {seed} {label}: dev {result.dev['accuracy']:.3f} eval "
                               f"{result.eval['accuracy']:.3f} (n={result.eval['n']}) sent "
-                              f"{result.eval_spent['calls']} eval requests, {time.perf_counter() - t0:.0f} s",
+                              f"{result.eval_spent['requests']} eval requests, {time.perf_counter() - t0:.0f} s",
                               flush=True)
                         bundle_file.dump(out, bundle(list(runs.values()), args, client, time.perf_counter() - t_start),
                                          "baselines")

@@ -55,14 +55,15 @@ def _pct(x: Any) -> str:
 
 def runs_table(runs: Sequence[dict[str, Any]]) -> str:
     """One row per run."""
-    head = ("| task | method | seed | model | dev acc | eval acc | eval F1 | eval n | search calls | eval calls "
-            "| wall s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    head = ("| task | method | seed | model | dev acc | eval acc | eval F1 | eval n | search calls | search requests "
+            "| eval calls | wall s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = []
     for r in sorted(runs, key=lambda r: (r["task"], _label(r), str(r.get("seed")))):
         dev, ev = r.get("dev") or {}, r["eval"]
         rows.append(f"| {r['task']} | {_label(r)} | {r.get('seed')} | {r.get('model', '')} | "
                     f"{_pct(dev.get('accuracy'))} | {_pct(ev.get('accuracy'))} | {_pct(ev.get('f1'))} | "
                     f"{ev.get('n', '')} | {(r.get('budget_spent') or {}).get('calls', '')} | "
+                    f"{(r.get('budget_spent') or {}).get('requests', '-')} | "
                     f"{(r.get('eval_spent') or {}).get('calls', '')} | {_seconds(r.get('wall_s'))} |")
     return "\n".join([head, *rows])
 
