@@ -272,6 +272,9 @@ class BDPL(Method):
         self.best_metric_ = -math.inf
         self.best_indices_ = policy.mode().tolist()
         self.best_probs_ = policy.p.copy()
+        # without a dev split the prompt of lowest training loss is kept, as BBT keeps its
+        # best-loss candidate
+        best_loss, best_loss_indices = math.inf, None
         calls = 0
         last_eval = 0
 
@@ -284,6 +287,9 @@ class BDPL(Method):
                 self.stopped_by_ = "BudgetExhausted"
                 break
             calls += I
+            k = int(np.argmin(L))
+            if L[k] < best_loss:
+                best_loss, best_loss_indices = L[k], S[k].tolist()
             policy.tell(S, L)                                           # p <- Proj(AdamW(p, clip(g)))
             self.history_.append({"calls": calls, "loss_mean": float(np.mean(L)), "loss_min": float(np.min(L))})
             if calls - last_eval >= self.eval_every:
@@ -293,6 +299,8 @@ class BDPL(Method):
         if calls > last_eval:
             self._select(scorer, policy, split.dev, task, calls)
 
+        if not split.dev and best_loss_indices is not None:
+            self.best_indices_ = best_loss_indices
         self.probs_ = policy.p.copy()
         self.calls_ = calls
         self.best_prompt_ = self._prompt(self.best_indices_)
