@@ -78,8 +78,8 @@ class Emulator:
         if body["max_tokens"] == 0 and b.zero == "refused":
             return _error("max_tokens must be at least 1")
         prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
-        if len(prompts) > 1 and not b.prompt_list:
-            prompts = prompts[:1]  # takes only one: one choice comes back
+        if len(prompts) > 1 and not b.prompt_list:  # llama-cpp-python asserts one prompt: HTTP 500
+            return httpx.Response(500, json={"error": {"message": "AssertionError"}})
         n_gen = body["max_tokens"] or (7 if b.zero == "generates" else 0)
         choices, n_prompt = [], 0
         for i, p in enumerate(prompts):
