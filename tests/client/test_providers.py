@@ -224,3 +224,15 @@ def test_vllm_end_to_end_for_the_text_prompt_methods(tmp_path, monkeypatch) -> N
     assert ev["model"] == "Qwen/Qwen2.5-0.5B" and ev["provider"] == "vllm" and ev["eval"]["n"] == 8
     assert tuned["budget_spent"]["calls"] == 4 == tuned["budget_spent"]["requests"]  # 16 prompts in each
     assert all(b["model"] == "Qwen/Qwen2.5-0.5B" for b in emu.bodies)
+
+
+def test_probe_of_bbox_lfms_own_server_finds_its_profile(local_server, tmp_path, monkeypatch) -> None:
+    """A real server: the probe agrees with the shipped bbox-lfm profile, extensions included."""
+    monkeypatch.setenv("BBOX_LFM_CACHE_DIR", str(tmp_path))
+    with Client(local_server.base_url, provider="bbox-lfm", cache_mode="off", max_attempts=1) as client:
+        result = probe(client)
+    shipped = load_profile("bbox-lfm").capabilities
+    expected = {k: getattr(shipped, k) for k in PROBED}
+    expected["max_batch"] = 16
+    assert {k: result.capabilities[k] for k in PROBED} == expected, result.evidence
+    assert result.max_tokens_zero == "scores" and result.capabilities["soft_prompt"]
