@@ -201,8 +201,9 @@ def test_a_probed_profile_wins_for_its_url_only(tmp_path, monkeypatch) -> None:
     assert used.profile.probed and used.profile.capabilities.echo_max_tokens == 1
     assert used.profile.capabilities.echo and not load_profile("generic").capabilities.echo
     assert not Client("http://other.test/v1", cache_mode="off", adapter=object()).profile.probed  # type: ignore[arg-type]
-    assert not Client(BASE, provider="openai", api_key="sk-x", cache_mode="off",
-                      adapter=object()).profile.probed  # type: ignore[arg-type]
+    named = Client(BASE, provider="openai", api_key="sk-x", cache_mode="off", adapter=object())  # type: ignore[arg-type]
+    assert named.profile.probed and named.profile.name == "openai" and named.capabilities.echo_max_tokens == 1
+    assert named.profile.prices == load_profile("openai").prices  # the named profile's prices stay
     assert not Client(BASE, cache_mode="off", adapter=object(), probed=False).profile.probed  # type: ignore[arg-type]
 
 
