@@ -93,9 +93,9 @@ def _plot(doc: dict[str, Any], path: Path) -> None:
             # the template with an empty prompt on the same dev split: what the prompt must beat
             ax_d.axhline(100 * r["extra"]["template_empty_dev"]["accuracy"], ls="--", lw=0.8, color=line.get_color())
     ax_r.set_xlabel("calls")
-    ax_r.set_ylabel("mean gap reward of the step's prompts")
+    ax_r.set_ylabel("mean reward of the step (before z-score)")
     ax_d.set_xlabel("calls")
-    ax_d.set_ylabel("dev accuracy of the greedy prompt (%); dashed: empty prompt")
+    ax_d.set_ylabel("dev accuracy (%), dashed: empty prompt")
     for ax in (ax_r, ax_d):
         ax.grid(alpha=0.3)
         if ax.lines:
