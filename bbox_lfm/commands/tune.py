@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import sys
 from typing import Any
 
 from ..errors import ConfigError
@@ -85,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
                             progress=not args.no_progress)
         result.extra["method"] = dict(getattr(method, "extra_", {}) or {})
         write_result(args.out, result)
+        for warning in result.extra["method"].get("warnings") or ():  # e.g. RLPrompt's collapse guard
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
         ev, dev = result.eval, result.dev
         spent, ev_spent = result.budget_spent, result.eval_spent
         print(f"eval {ev.get('accuracy')} (n={ev.get('n')}), dev {dev.get('accuracy')}; "
