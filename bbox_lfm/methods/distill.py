@@ -256,6 +256,7 @@ class Distill(Method):
     """
 
     name = "distill"
+    kind = "student"
     needs = ()  # soft labels need logprobs; without them the teacher's generated text is parsed
 
     def __init__(self, *, student: str = "minilm-head", transfer: str = "unlabeled", budget: int = 1000,
