@@ -71,12 +71,13 @@ def _predict(method: Method, client: Any, task: Task, examples: Sequence[Example
     return metrics.to_json(), pred
 
 
-def choose(y: Sequence[int], start_pred: Sequence[int], search_pred: Sequence[int]) -> dict[str, Any]:
+def choose(y: Sequence[int] | np.ndarray, start_pred: Sequence[int] | np.ndarray | None,
+           search_pred: Sequence[int] | np.ndarray | None) -> dict[str, Any]:
     """Whether the searched prompt replaces the start, from both prompts' dev predictions
     (see the module docstring): ``{"chosen": "search" | "start", "fixed", "broken", "needed", "rule"}``."""
-    y, a, b = np.asarray(y), np.asarray(start_pred), np.asarray(search_pred)
-    fixed = int(np.sum((b == y) & (a != y)))
-    broken = int(np.sum((a == y) & (b != y)))
+    truth, a, b = np.asarray(y), np.asarray(start_pred), np.asarray(search_pred)
+    fixed = int(np.sum((b == truth) & (a != truth)))
+    broken = int(np.sum((a == truth) & (b != truth)))
     needed = max(MIN_NET_ROWS, int(np.ceil(np.sqrt(fixed + broken))))
     return {"chosen": "search" if fixed - broken >= needed else "start", "fixed": fixed, "broken": broken,
             "needed": needed, "rule": "search replaces start iff fixed - broken >= max(2, ceil(sqrt(fixed + "
