@@ -26,7 +26,7 @@ says which was chosen and why; ``extra["search"]`` keeps the searched prompt's o
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,7 @@ from ..results import RunResult
 from ..tasks import Example, Start, Task, metrics_from_predictions, subsample
 from .base import Method
 
-__all__ = ["EVAL_SUBSAMPLE_SEED", "MIN_NET_ROWS", "choose", "run", "score_method"]
+__all__ = ["EVAL_SUBSAMPLE_SEED", "MIN_NET_ROWS", "choose", "eval_examples", "run", "score_method"]
 
 EVAL_SUBSAMPLE_SEED = 0
 #: the searched prompt must fix at least this many more dev rows than it breaks to replace the start
@@ -88,11 +88,20 @@ def _add(a: dict[str, Any], b: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v + (b or {}).get(k, 0) for k, v in a.items()}
 
 
+def eval_examples(task: Task, *, eval_limit: int | None = None, eval_split: str = "eval") -> list[Example]:
+    """The rows `run` scores: ``eval_split`` (``"eval"``: the task's own), seeded subsample of ``eval_limit``."""
+    split = task.eval_split if eval_split == "eval" else eval_split
+    return subsample(task.split(split), eval_limit, EVAL_SUBSAMPLE_SEED)
+
+
 def run(method: Method, client: Any, task: Task, *, seed: int, eval_limit: int | None = None,
-        eval_split: str = "eval", progress: bool = True, start: Start | None = None,
-        guard: bool = True) -> RunResult:
+        eval_split: str = "eval", progress: bool = True, fit_kwargs: Mapping[str, Any] | None = None,
+        start: Start | None = None, guard: bool = True) -> RunResult:
     """Fit ``method`` on ``task`` through ``client``, score it on the few-shot dev split of
     ``seed`` and on ``eval_split``, and return the :class:`RunResult`.
+
+    ``fit_kwargs`` go to ``fit`` beside the client and task (a method's data, e.g. distill's
+    ``unlabeled`` texts).
 
     ``start`` sets where the run starts (default: the task's own template); a prompt search is
     compared with it and keeps it unless the search clearly beats it (``guard``; see the module
@@ -109,7 +118,7 @@ def run(method: Method, client: Any, task: Task, *, seed: int, eval_limit: int |
         start = Start(template=task.template, label_words=tuple(task.label_words), origin="the task's template")
     task = start.apply(task)
     t0 = time.perf_counter()
-    method.fit(client, task)
+    method.fit(client, task, **(fit_kwargs or {}))
     fit_s = time.perf_counter() - t0
     scorer = client.with_budget(Budget())
     try:
@@ -120,8 +129,8 @@ def run(method: Method, client: Any, task: Task, *, seed: int, eval_limit: int |
     dev, dev_pred = _predict(method, scorer, task, dev_examples, progress=progress, desc="dev") if dev_examples \
         else (none, None)
     split = task.eval_split if eval_split == "eval" else eval_split
-    eval_examples = subsample(task.split(split), eval_limit, EVAL_SUBSAMPLE_SEED)
-    ev = score_method(method, scorer, task, eval_examples, progress=progress, desc="eval")
+    examples = eval_examples(task, eval_limit=eval_limit, eval_split=eval_split)
+    ev = score_method(method, scorer, task, examples, progress=progress, desc="eval")
     prompt = getattr(method, "best_prompt_", None)
     extra: dict[str, Any] = {}
     if method.kind == "prompt":
@@ -131,7 +140,7 @@ def run(method: Method, client: Any, task: Task, *, seed: int, eval_limit: int |
                         calibrate=bool(getattr(method, "calibrate", False)), **how).fit(scorer, task)
         start_dev, start_pred = _predict(base, scorer, task, dev_examples, progress=progress, desc="start dev") \
             if dev_examples else (none, None)
-        start_eval = score_method(base, scorer, task, eval_examples, progress=progress, desc="start eval")
+        start_eval = score_method(base, scorer, task, examples, progress=progress, desc="start eval")
         extra["start"] = {"dev": start_dev, "eval": start_eval, "prompt": base.best_prompt_}
         selection = choose([ex.label for ex in dev_examples], start_pred, dev_pred) if dev_examples \
             else {"chosen": "search", "rule": "no dev data: the searched prompt is kept"}
@@ -151,6 +160,6 @@ def run(method: Method, client: Any, task: Task, *, seed: int, eval_limit: int |
         budget_spent=dict(getattr(method, "budget_spent_", Budget().summary())),
         eval_spent=_add(scorer.budget.summary(), getattr(method, "eval_spent_", None)), wall_s=round(wall_s, 3),
         dev=dev, eval=ev, curve=list(getattr(method, "curve_", [])), prompt=prompt,
-        extra={"eval_split": split, "eval_limit": eval_limit, "eval_n": len(eval_examples),
+        extra={"eval_split": split, "eval_limit": eval_limit, "eval_n": len(examples),
                "eval_subsample_seed": EVAL_SUBSAMPLE_SEED if eval_limit is not None else None,
                "task_source": task.source, "metric": task.metric, "fit_s": round(fit_s, 3), **extra})
