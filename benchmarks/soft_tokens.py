@@ -1,7 +1,7 @@
 """How many soft-prompt tokens BBT should put in front of a good template: cost and harm of n.
 
     python benchmarks/soft_tokens.py                       # n = 50, 20, 10, 5 on sst2, seed 13
-    python benchmarks/soft_tokens.py --ns 50 10 --reps 2 --eval-limit 100
+    python benchmarks/soft_tokens.py --ns 50 10 --reps 2 --inits vocab
 
 For each n, with the best manual template (``Review: {text}\\nSentiment:``) and the soft prompt
 right after BOS, as BBT sends it:
@@ -56,6 +56,7 @@ def main() -> int:
     p.add_argument("--ns", nargs="+", type=int, default=[50, 20, 10, 5])
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--eval-limit", type=int, default=200)
+    p.add_argument("--inits", nargs="+", default=["vocab", "zeros"], choices=["vocab", "zeros"])
     p.add_argument("--cache", default=str(HERE / ".cache" / "leaderboard.sqlite"))
     p.add_argument("--out", default=str(HERE / "results" / "soft_tokens.json"))
     args = p.parse_args()
@@ -96,7 +97,7 @@ def main() -> int:
                 times = [call_s(soft(n, D, init="vocab", scale=s_e, rng=rng)) for _ in range(args.reps)]
                 row: dict[str, Any] = {"n": n, "call_s": statistics.median(times), "call_s_all": times,
                                        "shared_prefix": 1 + n + 2 >= 24}
-                for init in ("vocab", "zeros"):
+                for init in args.inits:
                     z0 = soft(n, D, init=init, scale=0.0, rng=rng)
                     dev = evaluate(client, task, split.dev, extra=z0, progress=False)
                     ev = evaluate(client, task, eval_rows, extra=z0, progress=False)
