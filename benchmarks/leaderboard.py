@@ -39,7 +39,7 @@ from bbox_lfm.commands.report import leaderboard_table
 from bbox_lfm.commands.tune import parse_sets
 from bbox_lfm.methods import get, names
 from bbox_lfm.methods.harness import run
-from bbox_lfm.results import write_result
+from bbox_lfm.results import SCHEMA_VERSION, write_result
 from bbox_lfm.tasks import load_task, start_point
 
 #: baseline label -> constructor (seed -> method); each scores the start template
@@ -170,7 +170,7 @@ def main() -> int:
 def bundle(runs: list[dict[str, Any]], missing: list[dict[str, Any]], args: argparse.Namespace, methods: list[str],
            sets: dict[str, dict[str, Any]], tasks: dict[str, Any], client: Client, wall_s: float) -> dict[str, Any]:
     """The results file: every run (RunResult JSON), the set-up, what is missing, the table."""
-    return {"benchmark": "leaderboard", "model": client.model, "provider": client.profile.name,
+    return {"schema": SCHEMA_VERSION, "kind": "bundle", "benchmark": "leaderboard", "model": client.model, "provider": client.profile.name,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU",
             "budget": args.budget, "methods": methods, "baselines": args.baselines, "sets": sets,
             "starts": {n: start_point(t).to_json() for n, t in tasks.items()},

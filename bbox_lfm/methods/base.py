@@ -40,6 +40,9 @@ class Method:
     #: leaderboard runs every such method; the harness keeps the start prompt unless the search
     #: beats it); ``"baseline"``: searches nothing; ``"student"``: trains a local model
     kind: ClassVar[str] = "prompt"
+    #: checks of tests/methods/test_contract.py that cannot apply to the method, each with the
+    #: reason (every registered class also declares ``tiny_config``, its own, not inherited)
+    contract_exempt: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **hyperparameters: Any) -> None:
         """Subclasses take their hyperparameters as keyword-only arguments (defaults = the paper's)."""

@@ -154,4 +154,4 @@ def test_this_projects_recorded_cassette_replays(bbox_client: Client, bbox_casse
     text = bbox_client.send(Query(prompt="The capital of France is", max_tokens=4)).text
     assert scores.logprobs.shape == (1, 2) and np.isfinite(scores.logprobs).all() and text
     if bbox_cassette.cache_mode == "replay":
-        assert scores.cache_hits == 1 and bbox_client.budget.summary()["calls"] == 0
+        assert scores.cache_hits == 1 and bbox_client.budget.summary()["requests"] == 0

@@ -56,7 +56,7 @@ def _run(task: str, label: str, seed: int, acc: float, start: float | None, chos
     return {"method": label, "config": {}, "task": task, "seed": seed, "provider": "p", "model": "m",
             "budget_spent": {"calls": 40 if curve else 0, "cache_hits": 0}, "eval_spent": {}, "wall_s": 10.0 * seed,
             "dev": {"accuracy": 0.6}, "eval": {"accuracy": acc, "n": 872}, "curve": curve, "prompt": None,
-            "version": "0", "commit": "", "extra": extra}
+            "version": "0", "commit": "", "extra": extra, "schema": 1}
 
 
 def test_leaderboard_table_and_figure(tmp_path: Path) -> None:
@@ -68,7 +68,8 @@ def test_leaderboard_table_and_figure(tmp_path: Path) -> None:
     assert "| mr | bbt | 13 | 872 | 76.0 | 70.0 ± 0.0 | -6.0 | 0/1 | 40 | 130 |" in table
     png = plot_leaderboard(runs, tmp_path / "b.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    path = write_result(tmp_path / "leaderboard.json", {"benchmark": "leaderboard", "runs": runs})
+    path = write_result(tmp_path / "leaderboard.json", {"schema": 1, "kind": "bundle", "benchmark": "leaderboard",
+                                                            "runs": runs})
     md = tmp_path / "t.md"
     assert main(["report", str(path), "--out-md", str(md), "--out-png", str(tmp_path / "c.png")]) == 0
     assert md.read_text().startswith("## Leaderboard\n\n| task | method | seeds |")
