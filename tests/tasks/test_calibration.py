@@ -58,7 +58,7 @@ def test_score_prompts_calibrates_and_caches_the_content_free_query(mock_client)
     cf = content_free_prompts(task)
     plain, _ = score_prompts(client, prompts, task.label_words, progress=False)
     assert plain.argmax(axis=1).tolist() == [1, 1]
-    sent = client.budget.summary()["calls"]
+    sent = client.budget.summary()["requests"]
     cal, misses = score_prompts(client, prompts, task.label_words, progress=False, content_free=cf)
     # the content-free prompts score (-2, -1): p_cf = (1 / (1 + e), e / (1 + e)); "awful" scores
     # (-1.5, -1): W p favours label 0 by log(e^-1.5 / e^-1) + log(e) = 0.5 nats; "lovely" scores
@@ -70,9 +70,9 @@ def test_score_prompts_calibrates_and_caches_the_content_free_query(mock_client)
     assert np.exp(cal[0]) == pytest.approx(p / p_cf)
     assert misses == 0
     # the prompts came from the cache; the content-free query is one request of its own
-    assert client.budget.summary()["calls"] == sent + 1
+    assert client.budget.summary()["requests"] == sent + 1
     score_prompts(client, prompts, task.label_words, progress=False, content_free=cf)
-    assert client.budget.summary()["calls"] == sent + 1  # calibrating again sends nothing
+    assert client.budget.summary()["requests"] == sent + 1  # calibrating again sends nothing
 
 
 def test_calibrated_baseline_fixes_a_one_label_model(mock_client) -> None:  # type: ignore[no-untyped-def]

@@ -53,9 +53,11 @@ def _run(task: str, label: str, seed: int, acc: float, start: float | None, chos
         extra.update({"start": {"dev": {"accuracy": 0.5}, "eval": {"accuracy": start}},
                       "gain": {"eval_accuracy": acc - start}, "selection": {"chosen": chosen}})
         curve = [{"calls": 20, "dev_accuracy": 0.6}, {"calls": 40, "dev_accuracy": 0.7}]
+    spent = {"calls": 0, "requests": 0, "sequences": 0, "cache_hits": 0}
     return {"method": label, "config": {}, "task": task, "seed": seed, "provider": "p", "model": "m",
-            "budget_spent": {"calls": 40 if curve else 0, "cache_hits": 0}, "eval_spent": {}, "wall_s": 10.0 * seed,
-            "dev": {"accuracy": 0.6}, "eval": {"accuracy": acc, "n": 872}, "curve": curve, "prompt": None,
+            "budget_spent": {**spent, "calls": 40 if curve else 0}, "eval_spent": spent, "wall_s": 10.0 * seed,
+            "dev": {"accuracy": 0.6, "f1": 0.6}, "eval": {"accuracy": acc, "f1": acc, "n": 872}, "curve": curve,
+            "prompt": None,
             "version": "0", "commit": "", "extra": extra, "schema": 1}
 
 

@@ -66,9 +66,11 @@ def test_start_from_a_template_of_ones_own() -> None:
 
 
 def _result(tmp_path: Path, name: str, **fields: Any) -> Path:
-    base = {"method": "m", "config": {}, "task": "sample", "seed": 13, "provider": "p", "model": "m",
-            "budget_spent": {}, "eval_spent": {}, "wall_s": 0.0, "dev": {}, "eval": {}, "curve": [], "prompt": None,
-            "version": "0", "commit": ""}
+    spent = {"calls": 0, "sequences": 0, "cache_hits": 0}
+    metrics = {"accuracy": None, "f1": None}
+    base = {"schema": 1, "method": "m", "config": {}, "task": "sample", "seed": 13, "provider": "p", "model": "m",
+            "budget_spent": spent, "eval_spent": spent, "wall_s": 0.0, "dev": metrics, "eval": metrics, "curve": [],
+            "prompt": None, "version": "0", "commit": ""}
     return write_result(tmp_path / name, {**base, **fields})
 
 
