@@ -123,7 +123,9 @@ class CacheLayer:
         if self.mode == "replay":
             describe = getattr(self.store, "describe_miss", None)
             where = f"; {describe()}" if describe is not None else ""
-            raise CacheMiss(key, query.describe() + where)
+            from ..stores.nearest import nearest_difference
+
+            raise CacheMiss(key, query.describe() + where, nearest_difference(self.store, query, self.base_url))
         with self._flight(key):
             # another thread may have sent this very query while this one waited
             hit = self._hit(key)

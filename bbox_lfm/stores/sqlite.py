@@ -290,6 +290,16 @@ class SQLiteStore:
         """Every entry in key order."""
         return self.select(EntryFilter())
 
+    def queries(self, limit: int, *, model: str | None = None, base_url: str | None = None
+                ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Up to ``limit`` entries without their responses, those of ``model`` at ``base_url`` first
+        (what a replay miss compares the asked query with; responses are the bulk of a cache)."""
+        cur = self._conn().execute(
+            "SELECT key, value FROM entries ORDER BY (model IS ? AND base_url IS ?) DESC, key LIMIT ?",
+            (model, base_url, limit))
+        for key, value in cur:
+            yield key, json.loads(value)
+
     def __len__(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM entries").fetchone()[0])
 

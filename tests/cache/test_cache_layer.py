@@ -302,7 +302,9 @@ def test_cassettes_are_sorted_stable_and_round_trip(tmp_path: Path) -> None:
     tape.save()
     write_cassette(b, reversed(list(store.items())))
     assert a.read_bytes() == b.read_bytes()
-    lines = a.read_text(encoding="utf-8").splitlines()
+    header, *lines = a.read_text(encoding="utf-8").splitlines()
+    assert json.loads(header) == {"bbox_lfm_cassette": 1, "recorded_against": {
+        "base_url": "http://mock/v1", "model": "m", "namespace": "http://mock/v1"}}  # what the entries tell
     assert len(lines) == len(QUERIES) and [json.loads(x)["key"] for x in lines] == sorted(k for k, _ in store.items())
     assert "\u00e9\u4e2d" in lines[0]  # readable, not \u-escaped
     replay = mock_client(JSONLStore(a), mode="replay")
