@@ -13,6 +13,7 @@ inherits the builtin a caller would naturally catch::
     +-- ProviderError (RuntimeError)        the provider answered with an error
         +-- APIConnectionError (ConnectionError)   no answer at all (retried)
         |   +-- APITimeoutError (TimeoutError)     (retried)
+        |   +-- TruncatedResponseError             a 200 whose body is cut off, not JSON (retried)
         +-- APIStatusError                  an HTTP error status, with ``status_code``
         |   +-- BadRequestError (ValueError)         400, 404, 413, 422 (not retried)
         |   +-- AuthenticationError (PermissionError) 401, 403 (not retried)
@@ -46,6 +47,7 @@ __all__ = [
     "ProviderError",
     "RateLimitError",
     "ServerError",
+    "TruncatedResponseError",
     "check",
 ]
 
@@ -103,10 +105,12 @@ class CacheError(BBoxError, RuntimeError):
 class CacheMiss(CacheError, LookupError):
     """Replay mode found no cached answer for the query; nothing was sent."""
 
-    def __init__(self, key: str, description: str):
+    def __init__(self, key: str, description: str, hint: str | None = None):
         self.key = key
         self.description = description
-        super().__init__(f"replay mode: no cached answer for {description} (key {key[:16]}); nothing was sent")
+        self.hint = hint  # what differs from the nearest recorded query, when the store could tell
+        super().__init__(f"replay mode: no cached answer for {description} (key {key[:16]}); nothing was sent"
+                         + (f"; {hint}" if hint else ""))
 
 
 class CacheCorrupt(CacheError, OSError):
@@ -116,6 +120,9 @@ class CacheCorrupt(CacheError, OSError):
 class ProviderError(BBoxError, RuntimeError):
     """The provider could not give a usable answer."""
 
+    #: attempts made before giving up (the retry layer sets it; the budget counts the retries)
+    attempts: int = 1
+
 
 class APIConnectionError(ProviderError, ConnectionError):
     """The provider could not be reached."""
@@ -123,6 +130,14 @@ class APIConnectionError(ProviderError, ConnectionError):
 
 class APITimeoutError(APIConnectionError, TimeoutError):
     """The provider did not answer in time."""
+
+
+class TruncatedResponseError(APIConnectionError):
+    """The provider answered 200 with a body that is not whole JSON (cut off on the way).
+
+    A transport fault, like a dropped connection: the query is sent again. Only an answer that
+    is whole JSON and still not what the API documents is a :class:`MalformedResponseError`.
+    """
 
 
 class APIStatusError(ProviderError):

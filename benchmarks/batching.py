@@ -54,7 +54,7 @@ def main() -> int:
 
     import torch
 
-    import bbox_lfm.serve.engine as engine_mod
+    import bbox_lfm.serve.prefix as prefix_mod
     from bbox_lfm import Client
     from bbox_lfm.serve import encode_tensor, start_local
     from bbox_lfm.serve.engine import Sequence
@@ -69,9 +69,9 @@ def main() -> int:
     result: dict[str, Any] = {}
 
     def engine_scores(seqs: list[Any], shared: bool) -> np.ndarray:
-        saved = engine_mod._MIN_SHARED_PREFIX
-        engine_mod._MIN_SHARED_PREFIX = saved if shared else 10**9
-        engine._prefixes.clear()
+        saved = prefix_mod.MIN_SHARED_PREFIX
+        prefix_mod.MIN_SHARED_PREFIX = saved if shared else 10**9
+        engine.forward.prefixes.clear()
         try:
             out: list[Any] = [None] * len(seqs)
             for chunk in engine.plan(seqs, 64):
@@ -79,7 +79,7 @@ def main() -> int:
                     out[i] = lp[-1, words].numpy()
             return np.stack(out)
         finally:
-            engine_mod._MIN_SHARED_PREFIX = saved
+            prefix_mod.MIN_SHARED_PREFIX = saved
 
     def compare(name: str, seqs: list[Any]) -> None:
         whole_s, whole = timed(lambda: engine_scores(seqs, False), args.rounds)
@@ -162,7 +162,7 @@ def main() -> int:
                        "platform": platform.platform(), "load_average_at_start": round(load_start, 2),
                        "load_average_at_end": round(os.getloadavg()[0], 2), "rounds": args.rounds}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.write_text(json.dumps({"kind": "speed", **result}, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}))
     return 0
 

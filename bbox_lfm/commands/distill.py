@@ -5,6 +5,12 @@
     bbox-lfm distill --task-spec my_task.toml --base-url http://127.0.0.1:8000/v1 \\
         --transfer synthetic --budget-sequences 300 --prompt-from runs/bdpl.json --out runs/d2
 
+The teacher is asked through the start prompt (:mod:`bbox_lfm.commands._start`): the task's best
+manual template unless ``--template``, ``--template-index`` or ``--prompt-from`` says otherwise
+(``--template-index 0`` is SST-2's ``{text} It was``, to which SmolLM2 answers " great" 98 % of
+the time). ``--prompt-from`` takes an earlier run's template and prompt: a discrete prompt is
+written into the template, a soft or deep prompt goes into every teacher request.
+
 Writes ``OUT/results.json`` (the shared RunResult format: teacher sequences spent in
 ``budget_spent``; the student's accuracy and F1 in ``dev`` and ``eval``; in ``extra``: the
 teacher's eval accuracy, student-teacher agreement, and seconds per example of each) and
@@ -26,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CacheMiss, ConfigError, check
+from ..errors import CacheMiss, check
 from ._common import add_client_args, open_client
+from ._start import add_start_args, start_from_args
 from .eval import add_task_args, task_from_args
 
 
@@ -35,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the command."""
     p = sub.add_parser("distill", help="distil a queried teacher into a local MiniLM student; write results JSON")
     add_task_args(p)
+    add_start_args(p, template_help="the teacher's template, with {text} (and {text_pair})")
     p.add_argument("--student", default="minilm-head", choices=["minilm-head", "minilm-ft"], help="student model")
     p.add_argument("--transfer", default="unlabeled", choices=["unlabeled", "synthetic", "both"],
                    help="transfer set: unlabeled texts, teacher-written texts, or both")
@@ -46,10 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--rounds", type=int, default=5, help="selection rounds")
     p.add_argument("--pool-size", type=int, default=4000, help="unlabeled texts considered (seeded sample)")
     p.add_argument("--gold-k", type=int, default=0, help="gold labels per class from the few-shot split (CE term)")
-    p.add_argument("--prompt-from", default=None,
-                   help="a results JSON of another method: its `prompt` (text, or soft/deep prompt fields) is "
-                        "the teacher's")
-    p.add_argument("--template-index", type=int, default=0, help="which of the task's manual templates (default 0)")
     p.add_argument("--teacher-signal", default="auto", choices=["auto", "soft", "hard"],
                    help="soft label-word scores, or hard labels parsed from generated text")
     p.add_argument("--seed", type=int, default=13, help="few-shot split and every random choice (default 13)")
@@ -70,22 +74,6 @@ def read_unlabeled(path: str | Path) -> list[Any]:
         return [ln.strip() for ln in lines]
     rows = [json.loads(ln) for ln in lines]
     return [r["text"] if r.get("text_pair") is None else (r["text"], r["text_pair"]) for r in rows]
-
-
-def teacher_prompt(path: str | Path) -> tuple[str, dict[str, Any]]:
-    """``(prompt, extra)`` from another method's results file: a text prompt, or a mapping whose
-    ``soft_prompt`` / ``deep_prompt`` fields go into every teacher request."""
-    from ..results import read_result
-
-    prompt = read_result(path)["prompt"]
-    if prompt is None or isinstance(prompt, str):
-        return prompt or "", {}
-    if isinstance(prompt, dict):
-        extra = {k: prompt[k] for k in ("soft_prompt", "deep_prompt") if k in prompt}
-        if extra:
-            return "", extra
-    raise ConfigError(f"--prompt-from must name a results file whose prompt is text or holds soft_prompt/"
-                      f"deep_prompt; got a prompt of type {type(prompt).__name__} in {str(path)!r}")
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> float:
@@ -114,22 +102,22 @@ def time_student(student: Any, inputs: Sequence[Any]) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Distil, evaluate student and teacher, time both, write results and the student."""
+    """Distil through the harness, then evaluate the teacher, time both, write results and the student."""
     from ..budget import Budget
-    from ..methods.distill import Distill, OneLabelTeacherWarning, _as_input
-    from ..methods.harness import EVAL_SUBSAMPLE_SEED
-    from ..results import RunResult, write_result
-    from ..tasks import metrics_from_predictions, subsample
+    from ..methods.distill import Distill
+    from ..methods.harness import eval_examples
+    from ..methods.harness import run as run_method
+    from ..methods.teacher import OneLabelTeacherWarning, as_input
+    from ..results import write_result
+    from ..tasks import metrics_from_predictions
 
     task = task_from_args(args)
-    check(0 <= args.template_index < len(task.templates), "--template-index",
-          f"in [0, {len(task.templates) - 1}]", args.template_index)
-    if args.template_index:
-        task = task.with_template(*task.templates[args.template_index])
-    prompt, extra = teacher_prompt(args.prompt_from) if args.prompt_from else ("", {})
+    start = start_from_args(args, task)
+    task = start.apply(task)
+    extra = dict(start.extra)
     method = Distill(student=args.student, transfer=args.transfer, budget=args.budget_sequences,
                      selection=args.selection, rounds=args.rounds, pool_size=args.pool_size, gold_k=args.gold_k,
-                     teacher_signal=args.teacher_signal, prompt=prompt, teacher_extra=extra, seed=args.seed)
+                     teacher_signal=args.teacher_signal, teacher_extra=extra, seed=args.seed)
     unlabeled = read_unlabeled(args.unlabeled) if args.unlabeled else None
     out = Path(args.out)
     progress = not args.no_progress
@@ -140,25 +128,19 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", OneLabelTeacherWarning)
-            method.fit(client, task, unlabeled=unlabeled, progress=progress)
+            result = run_method(method, client, task, seed=args.seed, eval_limit=args.eval_limit,
+                                progress=progress, fit_kwargs={"unlabeled": unlabeled, "progress": progress},
+                                start=start)
         for w in caught:  # the method's advice, as a line of its own rather than a source location
             if issubclass(w.category, OneLabelTeacherWarning):
                 print(f"warning: {w.message}", file=sys.stderr, flush=True)
             else:
                 warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-        fit_s = time.perf_counter() - t0
-        scorer = client.with_budget(Budget())  # eval scoring and timing: counted apart from the budget
-
-        def student_metrics(examples: list[Any]) -> tuple[dict[str, Any], np.ndarray]:
-            pred = method.predict(client, examples, progress=progress)
-            return metrics_from_predictions([ex.label for ex in examples], pred, len(task.labels)).to_json(), pred
-
-        dev_examples = method._dev_split(task)
-        dev = student_metrics(dev_examples)[0] if dev_examples else {"accuracy": None, "f1": None, "n": 0}
-        split = task.eval_split
-        examples = subsample(task.split(split), args.eval_limit, EVAL_SUBSAMPLE_SEED)
-        ev, student_pred = student_metrics(examples)
-        inputs = [_as_input(ex) for ex in examples]
+        scorer = client.with_budget(Budget())  # teacher eval and timing: counted apart from the budget
+        examples = eval_examples(task, eval_limit=args.eval_limit)
+        # the student is local: predicting again costs no query (its embeddings are cached)
+        student_pred = method.predict(client, examples, progress=False)
+        inputs = [as_input(ex) for ex in examples]
         teacher_lp, misses = method.teacher_.label(scorer, inputs, progress=progress, desc="teacher eval")
         parsed = ~np.isnan(teacher_lp).any(axis=1)
         teacher_pred = np.where(parsed, np.nan_to_num(teacher_lp, nan=-np.inf).argmax(axis=1), -1)
@@ -170,20 +152,18 @@ def run(args: argparse.Namespace) -> int:
             t_teacher = None
         t_student = time_student(method.student_, inputs[:args.speed_n])
         method.save(out / "method.json", student_dir=out / "student")
-        result = RunResult(
-            method=method.name, config=method.get_config(), task=task.name, seed=args.seed,
-            provider=client.profile.name, model=client.model or "", budget_spent=method.budget_spent_,
-            eval_spent=scorer.budget.summary(), wall_s=round(time.perf_counter() - t0, 3), dev=dev, eval=ev,
-            curve=method.curve_, prompt=prompt or (extra or None),
-            extra={"teacher_eval": teacher, "agreement": agreement(student_pred, teacher_pred),
-                   "teacher_sequences_used": method.n_queried_, "transfer_size": len(method.inputs_),
-                   "teacher_s_per_example": t_teacher, "student_s_per_example": t_student,
-                   "speedup": (t_teacher / t_student) if t_teacher and t_student else None,
-                   "speed_n": min(args.speed_n, len(inputs)), "template": task.template,
-                   "label_words": list(task.label_words), "eval_split": split, "eval_limit": args.eval_limit,
-                   "eval_n": len(examples), "fit_s": round(fit_s, 3), "student_dir": "student",
-                   "stats": method.stats_})
+        result.eval_spent = {k: v + scorer.budget.summary().get(k, 0) for k, v in result.eval_spent.items()}
+        result.wall_s = round(time.perf_counter() - t0, 3)
+        result.prompt = {"template": task.template, "label_words": list(task.label_words), **extra}
+        result.extra.update(
+            {"teacher_eval": teacher, "agreement": agreement(student_pred, teacher_pred),
+             "teacher_sequences_used": method.n_queried_, "transfer_size": len(method.inputs_),
+             "teacher_s_per_example": t_teacher, "student_s_per_example": t_student,
+             "speedup": (t_teacher / t_student) if t_teacher and t_student else None,
+             "speed_n": min(args.speed_n, len(inputs)), "template": task.template,
+             "label_words": list(task.label_words), "student_dir": "student", "stats": method.stats_})
         write_result(out / "results.json", result)
+    ev = result.eval
     speed = f", {result.extra['speedup']:.1f}x faster than the teacher" if result.extra["speedup"] else ""
     print(f"student eval accuracy {ev['accuracy']:.4f} (teacher {teacher['accuracy']:.4f}, agreement "
           f"{result.extra['agreement']:.4f}, n={ev['n']}){speed}; teacher sequences sent "

@@ -38,8 +38,8 @@ below every returned one), and the results say the screening was restricted and 
 probability mass the returned tokens held (``extra["mass"]``).
 
 **Cost**, counted the shared way: one call = one template over the training batch (one request
-on the local server, one per example on a chat API); the dev passes are counted apart, as every
-method's dev scoring. Training: T templates x (N_train + N_dev) forward passes. At test time only
+on the local server, one per example on a chat API: ``requests`` in the budget); the dev passes
+are counted apart, as every method's dev scoring. Training: T templates x (N_train + N_dev) forward passes. At test time only
 what the ensemble needs is scored: per template of the chosen ensemble, the probabilities of
 its verbalizers' tokens (the extension with ``ids``), batched and cached, so at most one forward
 pass per distinct template (``extra["passes_per_test_example"]``).
@@ -270,12 +270,21 @@ class PromptBoosting(Method):
         if self.source == "full":
             raise CapabilityError(EXTENSION, name, needed_by="PromptBoosting with source='full'",
                                   hint="use source='topk' to screen the returned top-k tokens only")
-        if not caps.logprobs:
-            raise CapabilityError("logprobs", name, needed_by="PromptBoosting",
-                                  hint=f"it needs top-k logprobs or the {EXTENSION} extension of bbox-lfm's server")
         if self.endpoint == "chat" and not caps.chat:
             raise CapabilityError("chat", name, needed_by="PromptBoosting with endpoint='chat'")
+        has_lp, limit = self._topk_limit(caps)
+        if not (has_lp and limit >= 1):
+            raise CapabilityError("chat_logprobs" if self.endpoint == "chat" else "logprobs", name,
+                                  needed_by="PromptBoosting",
+                                  hint=f"it needs top-k logprobs or the {EXTENSION} extension of bbox-lfm's server")
         return "topk"
+
+    def _topk_limit(self, caps: Any) -> tuple[bool, int]:
+        """Whether the endpoint returns top-k logprobs, and its k limit (hosted chat: 20, legacy
+        Completions: 5)."""
+        if self.endpoint == "chat":
+            return bool(caps.chat_logprobs), int(caps.chat_max_top_logprobs)
+        return bool(caps.logprobs), int(caps.max_top_logprobs)
 
     def _own_templates(self, task: Any) -> list[str]:
         """The task's and the user's templates, in that order, deduplicated, ``{answer}`` dropped."""
@@ -289,21 +298,11 @@ class PromptBoosting(Method):
                 usable.append(t)
         return usable
 
-    def _requests_per_pass(self, client: Any, source: str, n_examples: int) -> int:
-        if source == "topk" and self.endpoint == "chat":
-            return n_examples
-        return math.ceil(n_examples / max(1, client.capabilities.max_batch))
-
-    def projected_calls(self, task: Any = None, client: Any = None) -> int | None:
-        """Search calls: one pass per template of the pool (at most ``max_templates`` and
-        ``budget``); with ``client``, in requests (a chat API takes one example per request)."""
+    def projected_calls(self, task: Any = None) -> int | None:
+        """Search calls: one pass per template of the pool (at most ``max_templates`` and ``budget``)."""
         if task is None:
             return None
-        passes = min(len(self._own_templates(task)) + self.generate_templates, self.max_templates, self.budget)
-        if client is None:
-            return passes
-        n_train = len(task.few_shot(seed=self.seed).train)
-        return passes * self._requests_per_pass(client, self._resolve_source(client), n_train)
+        return min(len(self._own_templates(task)) + self.generate_templates, self.max_templates, self.budget)
 
     # -- fit -----------------------------------------------------------------------------------
 
@@ -311,7 +310,7 @@ class PromptBoosting(Method):
         """Cache the distributions of each template on the few-shot train and dev splits of
         ``seed``, boost, and choose the ensemble length on dev."""
         self.source_ = self._resolve_source(client)
-        cap = client.capabilities.max_top_logprobs
+        cap = self._topk_limit(client.capabilities)[1]
         self.top_k_used_ = min(self.top_k or cap, cap) if self.source_ == "topk" else None
         split = task.few_shot(seed=self.seed)
         train, dev = list(split.train), list(split.dev)
@@ -320,7 +319,6 @@ class PromptBoosting(Method):
         if not own and not self.generate_templates:
             raise ConfigError("templates must include at least one template with the answer position at the end "
                               "(the answer follows the filled template); got none")
-        per_pass = self._requests_per_pass(client, self.source_, len(train))
         if self.budget < 1:
             raise ConfigError(f"budget must be at least 1 call (one template over the {len(train)} training "
                               f"examples; the {len(dev)} dev examples are counted apart); got {self.budget}")
@@ -328,7 +326,7 @@ class PromptBoosting(Method):
         self.k_ = self.tokens_per_class or default_tokens_per_class(K)
         self.pair_ = task.pair
         scorer = client.with_budget(Budget())
-        search = client.with_budget(Budget(calls=self.budget * per_pass))
+        search = client.with_budget(Budget(calls=self.budget))  # calls: template passes, any provider
         self.generation_spent_ = None
         self.stopped_by_ = "rounds"
         generated: list[str] = []
@@ -450,8 +448,9 @@ class PromptBoosting(Method):
                 for i in range(0, len(prompts), chunk)]
 
     def _answers(self, client: Any, prompts: list[str], chunk: int, spec: dict[str, Any] | None = None) -> list[Any]:
-        """One answer per prompt: the extension's dict, or the top-k {token: logprob} map."""
-        responses = client.send_many(self._queries(client, prompts, chunk, spec))
+        """One answer per prompt (the extension's dict, or the top-k {token: logprob} map); one call."""
+        with client.one_call():
+            responses = client.send_many(self._queries(client, prompts, chunk, spec))
         out: list[Any] = []
         for resp in responses:
             for choice in resp.choices:

@@ -14,6 +14,8 @@ A spec (TOML shown; JSON has the same keys)::
     text_pair_field = "text_pair"           # only for sentence-pair tasks
     label_field = "label"
     soft_prompt_placeholder = "<soft>"      # optional; must appear in the template
+    best_template = 1                       # optional: index into the templates (the default one
+                                            # first) where prompt methods start: the best measured
 
     [data]                                  # paths relative to the spec file
     train = "train.jsonl"                   # .jsonl, .json, .csv or .tsv
@@ -53,7 +55,7 @@ __all__ = ["count_tokens", "load_task", "task_from_spec"]
 
 _KEYS = {"name", "labels", "label_words", "template", "metric", "eval_split", "shot", "single_token",
          "text_field", "text_pair_field", "label_field", "soft_prompt_placeholder", "data", "hf", "templates",
-         "description"}
+         "description", "best_template"}
 SAMPLE_SPEC = Path(__file__).resolve().parent / "sample" / "task.toml"
 
 
@@ -143,7 +145,9 @@ def task_from_spec(spec: Mapping[str, Any], *, base_dir: str | os.PathLike[str] 
                 metric=str(spec.get("metric", "accuracy")), eval_split=eval_split, templates=templates,
                 pair=fields["text_pair_field"] is not None, shot=int(spec.get("shot", 16)),
                 single_token=bool(spec.get("single_token", True)),
-                soft_prompt_placeholder=spec.get("soft_prompt_placeholder"), source=source,
+                soft_prompt_placeholder=spec.get("soft_prompt_placeholder"),
+                best_template=None if spec.get("best_template") is None else int(spec["best_template"]),
+                source=source,
                 loaders=loaders, kshot_loader=kshot_loader)
 
 
@@ -159,20 +163,30 @@ def count_tokens(client: Any, words: Sequence[str]) -> list[int] | None:
     """How many tokens each word takes after a context, as ``client``'s model tokenizes it, or
     None when the provider cannot tell.
 
-    It asks the provider itself (no local tokenizer): one completions request with ``echo`` and
-    ``max_tokens=0`` for the context ``"A"`` and ``"A" + word`` for every word; a word's count is
-    the difference in echoed tokens, so a BOS token or a chat wrapper cancels out. Providers
-    without ``echo`` (hosted chat APIs) cannot be asked, and None means "unchecked".
+    It asks the provider itself (no local tokenizer): completions requests with ``echo`` for the
+    context ``"A"`` and ``"A" + word`` for every word; a word's count is the difference in echoed
+    prompt tokens, so a BOS token or a chat wrapper cancels out. ``max_tokens`` is the profile's
+    ``echo_max_tokens``: 0 where the server then scores the prompt only (bbox-lfm, vLLM), 1
+    where 0 means "no limit" (llama.cpp); the generated token is then set aside (the answer's
+    ``completion_tokens``, one prompt per request). Providers without ``echo`` (hosted chat
+    APIs) cannot be asked, and None means "unchecked".
     """
-    if not client.capabilities.echo or not client.capabilities.completions:
+    caps = client.capabilities
+    if not caps.echo or not caps.completions:
         return None
     ctx = "A"
     prompts = (ctx, *(ctx + w for w in words))
-    batch = max(1, client.capabilities.max_batch)
-    queries = [Query(prompt=prompts[i:i + batch], max_tokens=0, echo=True, logprobs=1)
+    gen = max(0, caps.echo_max_tokens)
+    batch = max(1, caps.max_batch) if gen == 0 else 1  # generated tokens are only told apart per request
+    queries = [Query(prompt=prompts[i:i + batch], max_tokens=gen, echo=True, logprobs=1)
                for i in range(0, len(prompts), batch)]
-    choices = [c for r in client.send_many(queries) for c in r.choices]
-    if len(choices) != len(prompts) or any(c.logprobs is None or not c.logprobs.tokens for c in choices):
+    responses = client.send_many(queries)
+    lengths: list[int] = []
+    for r in responses:
+        for c in r.choices:
+            if c.logprobs is None or not c.logprobs.tokens:
+                return None
+            lengths.append(len(c.logprobs.tokens) - (r.usage.completion_tokens if gen else 0))
+    if len(lengths) != len(prompts):
         return None
-    lengths = [len(c.logprobs.tokens) for c in choices]  # type: ignore[union-attr]
     return [n - lengths[0] for n in lengths[1:]]

@@ -117,6 +117,10 @@ def _b64(a: np.ndarray, dtype: str) -> str:
 
 
 def _answer(query: Query) -> dict[str, Any]:
+    if "next_token_logprobs" not in query.extra:  # the harness scores the start template (top-k) as a baseline
+        top = {"logprobs": {"tokens": [" bad"], "token_logprobs": [-1.0], "top_logprobs": [{" bad": -1.0, " x": -2.0}]}}
+        return {"model": "m", "choices": [{"index": i, "text": " bad", **top} for i in range(len(query.prompt))],
+                "usage": {"prompt_tokens": 1}}
     spec = dict(query.extra["next_token_logprobs"])
     choices = []
     for i, text in enumerate(query.prompt):
@@ -133,7 +137,8 @@ def _answer(query: Query) -> dict[str, Any]:
 
 
 def _profile(**caps: Any) -> ProviderProfile:
-    base = {"logprobs": True, "max_top_logprobs": 20, "max_batch": 64, "next_token_logprobs": True}
+    base = {"logprobs": True, "max_top_logprobs": 20, "chat_max_top_logprobs": 20, "max_batch": 64,
+            "next_token_logprobs": True}
     return ProviderProfile(name="fake", base_url="http://mock/v1", capabilities=Capabilities(**{**base, **caps}))
 
 
@@ -168,7 +173,7 @@ def test_mock_rule_is_found_and_err_zero_ends_boosting() -> None:
     if pb.perfect_learner_:
         assert pb.learners_[-1]["alpha"] is None and "perfect" in pb.extra_["stopped_by"]
     # test time asks only for the ensemble's tokens, never the full vocabulary
-    test_queries = [q for q in adapter.queries if "ids" in q.extra["next_token_logprobs"]]
+    test_queries = [q for q in adapter.queries if "ids" in q.extra.get("next_token_logprobs", {})]
     assert test_queries and all(set(q.extra["next_token_logprobs"]["ids"]) <= {BAD, GOOD} for q in test_queries)
 
 
@@ -199,6 +204,9 @@ def test_clear_errors_before_anything_is_sent() -> None:
     adapter = MockAdapter(_answer)
     with pytest.raises(CapabilityError, match="logprobs"):
         PromptBoosting(budget=2).fit(_client(adapter, logprobs=False, next_token_logprobs=False), _task())
+    with pytest.raises(CapabilityError, match="chat_logprobs"):
+        PromptBoosting(budget=2, endpoint="chat").fit(
+            _client(adapter, chat_logprobs=False, next_token_logprobs=False), _task())
     with pytest.raises(CapabilityError, match="next_token_logprobs"):
         PromptBoosting(budget=2, source="full").fit(_client(adapter, next_token_logprobs=False), _task())
     with pytest.raises(ConfigError, match="budget must be at least 1 call"):
@@ -217,9 +225,7 @@ def test_budget_exhausted_mid_run_keeps_what_was_fetched_and_projected_calls() -
                     cache=MemoryStore(), budget=Budget(calls=3))  # train 1, dev 1, train 2, then no dev 2
     pb = PromptBoosting(n_rounds=5, tokens_per_class=2, budget=2, seed=1).fit(client, _task())
     assert pb.stopped_by_.startswith("BudgetExhausted") and len(pb.templates_) == 1 and pb.learners_
-    assert pb.projected_calls(_task()) == 2 and pb.projected_calls(_task(), client=client) == 2
-    chat = PromptBoosting(budget=2, seed=1, source="topk", endpoint="chat")
-    assert chat.projected_calls(_task(), client=client) == 2 * len(_task().few_shot(seed=1).train)
+    assert pb.projected_calls(_task()) == 2 and PromptBoosting(budget=9).projected_calls(_task()) == 2
 
 
 def test_provider_written_templates_join_the_pool() -> None:
@@ -285,7 +291,8 @@ def test_topk_path_through_a_hosted_chat_api() -> None:
         pb = PromptBoosting(n_rounds=10, tokens_per_class=3, budget=2, seed=1, endpoint="chat")
         result = run(pb, client, task, seed=1, progress=False)
     n_train = len(task.few_shot(seed=1).train)
-    assert result.budget_spent["calls"] == 2 * n_train  # one request per example on a chat API
+    # two calls (template passes), one request per example each on a chat API
+    assert result.budget_spent["calls"] == 2 and result.budget_spent["requests"] == 2 * n_train
     assert pb.extra_["source"] == "topk" and pb.extra_["restricted"] is True
     assert "top-20" in pb.extra_["screening"]
     assert 0.3 < pb.extra_["mass"]["mean"] < 1.0  # the returned tokens hold only part of the mass
@@ -309,7 +316,7 @@ def test_local_server_fit_predict_save_load_and_replay(local_server: Any, tmp_pa
     with Client.local(local_server, cache=cache, provider=_local_profile()) as client:
         pb = PromptBoosting(n_rounds=5, tokens_per_class=5, max_templates=2, budget=2, seed=13).fit(client, task)
         pred = pb.predict(client, test)
-        sent = client.budget.summary()["calls"]
+        sent = client.budget.summary()["requests"]
     assert pb.source_ == "full" and pb.extra_["screened_tokens"][0] > 40_000 and len(pb.templates_) == 2
     assert pb.budget_spent_["calls"] == 2 and pb.extra_["mass"]["min"] == pytest.approx(1.0, abs=0.01)
     assert sent == 2 + 2 + pb.extra_["passes_per_test_example"]  # train, dev, one test request per template
@@ -318,5 +325,5 @@ def test_local_server_fit_predict_save_load_and_replay(local_server: Any, tmp_pa
     with Client.local(local_server, cache=cache, provider=_local_profile(), cache_mode="replay") as replay:
         again = PromptBoosting(n_rounds=5, tokens_per_class=5, max_templates=2, budget=2, seed=13).fit(replay, task)
         assert loaded.predict(replay, test).tolist() == pred.tolist()
-        assert replay.budget.summary()["calls"] == 0  # nothing sent: every answer came from the cache
+        assert replay.budget.summary()["requests"] == 0  # nothing sent: every answer came from the cache
     assert again.learners_ == pb.learners_ and again.ensemble_size_ == pb.ensemble_size_
