@@ -216,6 +216,10 @@ class PromptBoosting(Method):
     name: ClassVar[str] = "promptboosting"
     needs: ClassVar[tuple[str, ...]] = ()
     tiny_config: ClassVar[dict[str, Any]] = {"n_rounds": 4, "tokens_per_class": 3, "max_templates": 2, "budget": 4}
+    contract_exempt: ClassVar[dict[str, str]] = {
+        "capability": "no single capability is needed: the next_token_logprobs extension or top-k logprobs "
+                      "will do; lacking both raises CapabilityError before anything is sent "
+                      "(tests/methods/test_promptboosting.py)"}
 
     def __init__(self, *, n_rounds: int = 200, tokens_per_class: int | None = None, max_templates: int = 10,
                  templates: Sequence[Any] | None = None, generate_templates: int = 0, budget: int = 10,
