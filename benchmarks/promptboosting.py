@@ -81,7 +81,8 @@ def _summary(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "eval_accuracy_pct": acc, "eval_f1_pct": _mean_std([100 * e["f1"] for e in own]),
             "guarded_eval_accuracy_pct": _mean_std([100 * r["eval"]["accuracy"] for r in rs]),
             "selection": [r["extra"].get("selection", {}).get("chosen", "search") for r in rs],
-            "dev_accuracy_pct": _mean_std([100 * r["dev"]["accuracy"] for r in rs]),
+            "dev_accuracy_pct": _mean_std([100 * (r["extra"].get("search", {}).get("dev") or r["dev"])["accuracy"]
+                                           for r in rs]),
             "search_calls": [r["budget_spent"]["calls"] for r in rs],
             "training_forward_passes": [r["method"]["forward_passes_training"] for r in rs],
             "test_passes_per_example": [r["method"]["passes_per_test_example"] for r in rs],
