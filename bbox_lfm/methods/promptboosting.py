@@ -291,8 +291,20 @@ class PromptBoosting(Method):
         return bool(caps.logprobs), int(caps.max_top_logprobs)
 
     def _own_templates(self, task: Any) -> list[str]:
-        """The task's and the user's templates, in that order, deduplicated, ``{answer}`` dropped."""
-        raw = [t for t, _ in task.templates] + [t if isinstance(t, str) else t["template"] for t in self.templates or ()]
+        """The task's and the user's templates, in that order, deduplicated, ``{answer}`` dropped.
+
+        A run that starts from one template (``Task.with_template``, as the harness and ``tune``
+        do) keeps only that one in ``task.templates``; the pool is still all of the task's, read
+        again from its source, in their own order (so the pool does not depend on the start)."""
+        own = [t for t, _ in task.templates]
+        if getattr(task, "source", ""):
+            from ..tasks import load_task
+
+            try:
+                own = [t for t, _ in load_task(task.source).templates] + own
+            except (ConfigError, OSError):  # a task built in code: its own templates only
+                pass
+        raw = own + [t if isinstance(t, str) else t["template"] for t in self.templates or ()]
         usable: list[str] = []
         for t in raw:
             if ANSWER in t:

@@ -247,6 +247,14 @@ def test_provider_written_templates_join_the_pool() -> None:
     assert sum(q.endpoint == "chat" and q.temperature == 0.7 for q in adapter.queries) == 3
 
 
+def test_the_pool_is_every_template_of_the_task_whatever_the_start() -> None:
+    sst2 = load_task("sst2")
+    started = sst2.with_template(*sst2.templates[1])  # what the harness does with a start template
+    assert len(started.templates) == 1
+    pool = PromptBoosting()._own_templates(started)
+    assert pool == [t for t, _ in sst2.templates] and PromptBoosting().projected_calls(started) == 5
+
+
 def test_save_load_predict_and_registry(tmp_path: Path) -> None:
     assert get("promptboosting") is PromptBoosting
     task = _task()
