@@ -164,7 +164,7 @@ def test_replay_sends_nothing_and_gives_the_same(name: str, backend: str, backen
     client = backends[backend](run.store).with_cache_mode("replay")
     method = build(name)
     again = run_method(method, client, task(), seed=seed_of(method), eval_limit=EVAL_LIMIT, progress=False).to_json()
-    assert client.budget.summary()["calls"] == 0, f"{name}: a replayed run sent {client.budget.summary()}"
+    assert client.budget.summary()["requests"] == 0, f"{name}: a replayed run sent {client.budget.summary()}"
     for key in ("prompt", "curve", "dev", "eval"):
         assert again[key] == run.result[key], f"{name}: the replayed run's {key} differs"
 
@@ -180,7 +180,7 @@ def test_save_load_predict_round_trip(name: str, backend: str, backends: dict[st
     loaded = get(name).load(path)
     assert type(loaded) is type(run.method)
     assert list(loaded.predict(client, examples)) == list(before)
-    assert client.budget.summary()["calls"] == 0
+    assert client.budget.summary()["requests"] == 0
 
 
 @pytest.mark.parametrize(("name", "backend"), cases())
@@ -197,7 +197,7 @@ def test_missing_capability_raises_before_sending(name: str, backend: str, backe
             method.fit(client, task())
             # a fit that sends nothing (zero-shot, icl) may leave the check to the first query
             method.predict(client, eval_examples(task(), eval_limit=2))
-        assert client.budget.summary()["calls"] == 0, f"{name} sent queries before finding {need!r} missing"
+        assert client.budget.summary()["requests"] == 0, f"{name} sent queries before finding {need!r} missing"
 
 
 @pytest.mark.parametrize(("name", "backend"), cases())

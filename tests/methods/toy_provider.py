@@ -2,7 +2,7 @@
 
 It stands in for bbox-lfm's server (profile ``bbox-lfm``): ``GET /models`` metadata, label-word
 scores (``label_words``), top-k logprobs, generated text (completions and chat) and
-``POST /bbox/hidden_stats``. Every answer is a deterministic function of the whole query (text,
+hidden-state statistics (the ``hidden_stats`` query, ``POST /bbox/hidden_stats``). Every answer is a deterministic function of the whole query (text,
 soft or deep prompt, sampling settings), so different prompts get different scores, a rerun gets
 the same ones, and nothing depends on timing. A method that needs another route or extension
 adds it here, one branch per feature, and the suite covers it from then on.
@@ -34,25 +34,20 @@ def _log_softmax(s: np.ndarray) -> np.ndarray:
 
 
 class ToyProvider(MockAdapter):
-    """The toy model for a task whose label words are ``words``; ``posts`` records the
-    extension routes it answered (they are not queries, so the client does not count them)."""
+    """The toy model for a task whose label words are ``words``."""
 
     def __init__(self, words: tuple[str, ...]) -> None:
         super().__init__(self._answer)
         self.words = words
-        self.posts: list[str] = []
 
     def models(self) -> list[dict[str, Any]]:
         return [{"id": "toy", "metadata": {"hidden_size": D, "num_layers": L, "embedding_std": 0.5,
                                            "vocab_size": 64, "context_length": 512}}]
 
-    def post(self, path: str, body: Any) -> Any:
-        self.posts.append(path)
-        if path == "/bbox/hidden_stats":
-            return {"layer_std": [0.5 * (layer + 1) for layer in range(L)], "n_tokens": 10 * len(body["input"])}
-        raise AssertionError(f"the toy provider has no route {path}; add one")
-
     def _answer(self, query: Query) -> dict[str, Any]:
+        if query.endpoint == "hidden_stats":
+            return {"object": "hidden_stats", "model": "toy", "layer_std": [0.5 * (layer + 1) for layer in range(L)],
+                    "n_tokens": 10 * len(query.prompt)}
         extra = {k: v for k, v in query.extra.items() if k != "label_words"}
         texts = list(query.prompt) if query.endpoint == "completions" else [
             "\n".join(str(m.get("content", "")) for m in query.messages)]
