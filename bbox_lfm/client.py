@@ -29,6 +29,7 @@ from .layers.cache import CACHE_MODES, CacheLayer
 from .layers.ratelimit import RateLimitLayer
 from .layers.retry import RetryLayer
 from .profiles import ProviderProfile, load_profile, probed_profile
+from .stores.base import Store
 from .types import Capabilities, Query, Response
 
 if TYPE_CHECKING:
@@ -76,7 +77,8 @@ class Client:
 
     def __init__(self, base_url: str | None = None, *, api_key: str | None = None, model: str | None = None,
                  provider: str | ProviderProfile | None = None, budget: Budget | None = None,
-                 cache: Any = None, cache_mode: str | None = None, max_concurrency: int = 16,
+                 cache: Store | str | os.PathLike[str] | None = None, cache_mode: str | None = None,
+                 max_concurrency: int = 16,
                  timeout: float = 120.0, max_attempts: int = 6, adapter: Sender | None = None,
                  cache_namespace: str | None = None, probed: bool = True, embeddings: Any = None,
                  requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
@@ -148,8 +150,10 @@ class Client:
         return PLACEHOLDER_KEY
 
     @staticmethod
-    def _open_store(cache: Any) -> Any:
+    def _open_store(cache: Store | str | os.PathLike[str] | None) -> Store:
         if cache is not None and not isinstance(cache, (str, os.PathLike)):
+            check(isinstance(cache, Store), "cache", "a store (bbox_lfm.stores.Store), a path or None",
+                  type(cache).__name__)
             return cache
         from .stores.sqlite import SQLiteStore, default_cache_path
 
