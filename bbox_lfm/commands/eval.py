@@ -16,9 +16,13 @@ import sys
 from typing import Any
 
 from ..errors import CacheMiss, check
-from ._common import add_client_args, open_client, print_json
+from ._common import Choices, add_client_args, open_client, print_json
 
-BASELINES = ("zero-shot", "icl", "best-of-n")
+
+def _baselines() -> list[str]:
+    from ..methods.baselines import baseline_names
+
+    return baseline_names()
 
 
 def add_task_args(p: argparse.ArgumentParser) -> None:
@@ -48,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="one word per label, scored right after the template (a leading space is added when "
                         "missing); default: the task's")
     p.add_argument("--prompt", default="", help="discrete prompt for the template's {prompt} slot (or prepended)")
-    p.add_argument("--method", default="zero-shot", choices=BASELINES, help="baseline to run (default zero-shot)")
+    p.add_argument("--method", default="zero-shot", choices=Choices(_baselines), metavar="METHOD",
+                   help="baseline to run: %(choices)s (default zero-shot)")
     p.add_argument("--k", type=int, default=4, help="demonstrations per class for --method icl")
     p.add_argument("--seed", type=int, default=13, help="few-shot split seed (dev split, ICL demonstrations)")
     p.add_argument("--split", default="eval", help="split to evaluate: eval (the task's), train, dev or test")

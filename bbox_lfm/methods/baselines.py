@@ -26,7 +26,7 @@ from ..tasks import Example, Task, fill, macro_f1, score_prompts
 from ..tasks.task import validate_template
 from .base import Method, register
 
-__all__ = ["ICL", "BestOfN", "ZeroShot"]
+__all__ = ["ICL", "BestOfN", "ZeroShot", "baseline_names"]
 
 
 class _TextPromptBaseline(Method):
@@ -208,3 +208,10 @@ class BestOfN(_TextPromptBaseline):
         self.eval_spent_ = Budget().summary()
         return self
 
+
+
+def baseline_names() -> list[str]:
+    """The registered methods that are text-prompt baselines (no search of a prompt of their own)."""
+    from . import get, names
+
+    return [n for n in names() if issubclass(get(n), _TextPromptBaseline)]
