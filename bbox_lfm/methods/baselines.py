@@ -202,7 +202,7 @@ class BestOfN(_TextPromptBaseline):
                 best, chosen = value, (template, words)
                 best_acc = acc
             self.curve_.append({"calls": i + 1, "dev_accuracy": best_acc})
-        self._set_prompt(*chosen, task)
+        self._set_prompt(chosen[0], chosen[1], task)
         self.budget_spent_ = search.budget.summary()
         # the dev split is what best-of-n searches on: its scoring is the search, counted above
         self.eval_spent_ = Budget().summary()
