@@ -75,7 +75,8 @@ def hidden_stats(client: Any, texts: Sequence[str], soft_prompt: dict[str, Any] 
 @register
 class BBTv2(BBT):
     """Deep black-box tuning. Hyperparameters as :class:`BBT` (d, n, lambda, sigma, alpha, loss,
-    budget, eval_every, optimizer, init, seed), with the README example's sigma = alpha = 0.2."""
+    budget, eval_every, optimizer, init, seed, calibrate), with the README example's
+    sigma = alpha = 0.2."""
 
     name: ClassVar[str] = "bbtv2"
     needs: ClassVar[tuple[str, ...]] = ("deep_prompt", "hidden_stats", "label_words")
@@ -86,10 +87,10 @@ class BBTv2(BBT):
     def __init__(self, *, intrinsic_dim: int = 500, n_prompt_tokens: int = 50, popsize: int = 20,
                  sigma: float = 0.2, alpha: float = 0.2, loss: str = "ce", margin: float = 2.0,
                  budget: int = 8000, eval_every: int = 100, optimizer: str = "cma", init: str = "vocab",
-                 seed: int = 42):
+                 seed: int = 42, calibrate: bool = False):
         super().__init__(intrinsic_dim=intrinsic_dim, n_prompt_tokens=n_prompt_tokens, popsize=popsize,
                          sigma=sigma, alpha=alpha, loss=loss, margin=margin, budget=budget, eval_every=eval_every,
-                         optimizer=optimizer, init=init, seed=seed)
+                         optimizer=optimizer, init=init, seed=seed, calibrate=calibrate)
 
     def projected_calls(self, task: Any = None, *, client: Any = None) -> int:
         """Search calls :meth:`fit` will make on ``client``'s model (its layer count decides the
@@ -108,6 +109,7 @@ class BBTv2(BBT):
         info = model_facts(client, "hidden_size", "num_layers")
         self.task_ = task
         self.task_source_ = getattr(task, "source", "") or task.name
+        self.template_, self.label_words_ = task.template, tuple(task.label_words)
         n, d, D, L = self.n_prompt_tokens, self.intrinsic_dim, int(info["hidden_size"]), int(info["num_layers"])
         self.hidden_size_, self.num_layers_ = D, L
         self.A_seed_ = self.seed

@@ -73,7 +73,7 @@ def test_registered_with_paper_defaults() -> None:
     cfg = BBT().get_config()
     assert cfg == {"intrinsic_dim": 500, "n_prompt_tokens": 50, "popsize": 20, "sigma": 1.0, "alpha": 1.0,
                         "loss": "ce", "margin": 2.0, "budget": 8000, "eval_every": 100, "optimizer": "cma",
-                        "init": "vocab", "seed": 42}
+                        "init": "vocab", "seed": 42, "calibrate": False}
     assert BBT(budget=50, popsize=20).projected_calls() == 40
 
 

@@ -20,7 +20,7 @@ def _choices(command: str, dest: str) -> list[str]:
 
 def test_choices_are_the_registries() -> None:
     assert _choices("tune", "method") == names()
-    assert _choices("eval", "method") == baseline_names() == ["best-of-n", "icl", "zero-shot"]
+    assert _choices("eval", "method") == baseline_names() == ["best-of-n", "calibrated", "icl", "zero-shot"]
     assert _choices("distill", "student") == sorted(STUDENTS)
     assert _choices("distill", "transfer") == list(TRANSFERS)
     assert _choices("distill", "selection") == list(SELECTIONS)
