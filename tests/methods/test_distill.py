@@ -185,7 +185,7 @@ def test_minilm_ft_gold_only_minibatch_keeps_its_weight(monkeypatch: pytest.Monk
 
     def spy(logits: Any, t: Any, y: Any, **kw: Any) -> Any:
         loss = real(logits, t, y, **kw)
-        seen.append((logits.detach(), t, y, float(loss)))
+        seen.append((logits.detach(), t, y, float(loss.detach())))
         return loss
 
     monkeypatch.setattr(minilm, "distillation_loss", spy)
