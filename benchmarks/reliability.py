@@ -15,9 +15,9 @@ as soon as it ends:
 - ``fuzz``: ``--fuzz-cases`` request bodies drawn from the server's OpenAPI schema (hypothesis),
   plus hand-made bad tensors; statuses counted; 5xx answers must be 0; the server must answer
   a reference request identically afterwards.
-- ``budget``: 64 threads against a slow mock that fails one attempt in seven, at several limits
-  of calls, sequences, tokens and dollars; the overshoot (what the provider answered beyond the
-  limit) must be 0, and no query may be answered twice.
+- ``budget``: 64 threads, each making 120 ``generate`` calls against a slow mock that fails one
+  attempt in seven, at several limits of calls, requests, sequences, tokens and dollars; the
+  overshoot (what was answered beyond the limit) must be 0, and no query answered twice.
 - ``load``: 64 concurrent clients (each its own ``Client``, one prompt per request, no cache)
   for ``--load-rounds`` rounds of ``--load-per-round`` requests each: errors, latency
   percentiles, and this process's memory after each round (the server runs in it).
@@ -175,31 +175,22 @@ def fuzz(server: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def budget(args: argparse.Namespace) -> dict[str, Any]:
-    from test_budget_threads import SlowFlakyProvider, _hammer
-
-    from bbox_lfm import Budget, Client, MockAdapter, Query
-    from bbox_lfm.stores import MemoryStore
+    from test_budget_threads import run_limits
 
     rows = []
-    queries = [Query(prompt=tuple(f"q{i}-{k}" for k in range(1 + i % 3)), max_tokens=1) for i in range(120)]
-    for limits in ({"calls": 1}, {"calls": 7}, {"calls": 50}, {"calls": 119}, {"sequences": 3}, {"sequences": 99},
-                   {"tokens": 50}, {"tokens": 777}, {"cost_usd": 0.0001}, {"cost_usd": 0.0033},
-                   {"calls": 60, "sequences": 90, "tokens": 1200, "cost_usd": 0.004}):
-        provider = SlowFlakyProvider()
-        b = Budget(**limits)
-        with Client("http://mock/v1", adapter=MockAdapter(provider, latency_s=0.002), provider="openai",
-                    model="gpt-4o", api_key="sk-x", cache=MemoryStore(), budget=b, sleep=lambda s: None) as client:
-            _hammer(client, queries)
-        spent = {"calls": sum(provider.answered.values()),
-                 "sequences": sum(len(p) * n for p, n in provider.answered.items()),
-                 "tokens": provider.tokens, "cost_usd": provider.cost}
+    for limits in ({"calls": 1}, {"calls": 7}, {"calls": 50}, {"calls": 1000}, {"requests": 1}, {"requests": 13},
+                   {"requests": 119}, {"sequences": 3}, {"sequences": 99}, {"tokens": 50}, {"tokens": 777},
+                   {"dollars": 0.0001}, {"dollars": 0.0033},
+                   {"calls": 900, "requests": 60, "sequences": 90, "tokens": 1200, "dollars": 0.004}):
+        out = run_limits(limits, n_groups=120)
+        spent, provider, b = out["spent"], out["provider"], out["budget"]
         overshoot = {u: max(0.0, spent[u] - lim) for u, lim in limits.items()}
         rows.append({"limits": limits, "spent": {u: round(v, 8) for u, v in spent.items()},
                      "overshoot": overshoot, "max_answers_per_query": max(provider.answered.values(), default=0),
                      "retries_counted": b.summary()["retries"], "failed_attempts": provider.failures})
-    return {"threads": 64, "queries_per_thread": len(queries), "runs": rows,
+    return {"threads": 64, "calls_per_thread": 120, "runs": rows,
             "overshoot_total": sum(sum(r["overshoot"].values()) for r in rows),
-            "queries_answered_twice": sum(r["max_answers_per_query"] > 1 for r in rows)}
+            "runs_with_a_query_answered_twice": sum(r["max_answers_per_query"] > 1 for r in rows)}
 
 
 def load(server: Any, args: argparse.Namespace) -> dict[str, Any]:
