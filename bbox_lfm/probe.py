@@ -103,7 +103,7 @@ def probe(client: Any, *, model: str | None = None) -> ProbeResult:
     caps["completions"] = caps["logprobs"] = False
     caps["max_top_logprobs"] = 0
     for k in _TOP_KS:
-        r = p.ask(Query(prompt=PROBE_PROMPT, max_tokens=1, logprobs=k))
+        r = p.ask(Query(prompt=(PROBE_PROMPT,), max_tokens=1, logprobs=k))
         if r is None:
             continue
         caps["completions"] = True
@@ -119,7 +119,7 @@ def probe(client: Any, *, model: str | None = None) -> ProbeResult:
     caps["echo"] = False
     caps["echo_max_tokens"] = 0
     if caps["completions"]:
-        r0 = p.ask(Query(prompt=PROBE_PROMPT, max_tokens=0, echo=True, logprobs=1))
+        r0 = p.ask(Query(prompt=(PROBE_PROMPT,), max_tokens=0, echo=True, logprobs=1))
         if r0 is None:
             res.max_tokens_zero = "refused"
         else:
@@ -131,11 +131,11 @@ def probe(client: Any, *, model: str | None = None) -> ProbeResult:
         for m in (0, 1):
             if m == 0 and res.max_tokens_zero != "scores":
                 continue
-            r = r0 if m == 0 else p.ask(Query(prompt=PROBE_PROMPT, max_tokens=1, echo=True, logprobs=1))
+            r = r0 if m == 0 else p.ask(Query(prompt=(PROBE_PROMPT,), max_tokens=1, echo=True, logprobs=1))
             lp = r.choices[0].logprobs if r is not None and r.choices else None
             echoed = (r is not None and r.text.startswith(PROBE_PROMPT) and lp is not None
                       and len(lp.tokens) >= 2 + m)
-            if echoed:
+            if echoed and lp is not None:
                 caps["echo"] = True
                 caps["echo_max_tokens"] = m
                 ev["echo"] = f"echo with max_tokens={m} returned the prompt and its {len(lp.tokens) - m} tokens"
