@@ -201,8 +201,9 @@ def profile_toml(base: ProviderProfile, result: ProbeResult) -> str:
              f"name = {_toml_value(base.name)}", f"base_url = {_toml_value(result.base_url)}",
              f"api_key_env = {_toml_value(base.api_key_env)}",
              f"api_key_required = {_toml_value(base.api_key_required)}",
-             f"default_model = {_toml_value(base.default_model or (result.model if not result.model_named else ''))}"
-             + ("  # probed: the one model GET /models lists" if not result.model_named else ""),
+             f"default_model = {_toml_value(base.default_model)}"
+             + ("  # none: the one model the server lists is used at run time, and said so"
+                if not base.default_model else ""),
              f"source = {_toml_value(f'probed {result.base_url} at {when}')}",
              f"# served models: {result.models[:20]}", f"# max_tokens=0 with echo: {result.max_tokens_zero}",
              "", "[capabilities]"]
