@@ -279,6 +279,7 @@ class Capabilities:
     label_words: bool = False
     hidden_stats: bool = False
     prompt_embeds: bool = False
+    next_token_logprobs: bool = False
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Capabilities:
