@@ -89,8 +89,8 @@ def main() -> int:
     p.add_argument("--tasks", nargs="+", default=["sst2", "mr"])
     p.add_argument("--seeds", nargs="+", type=int, default=[13, 21, 42])
     p.add_argument("--budget", type=int, default=600, help="search calls of every prompt method (default 600)")
-    p.add_argument("--methods", nargs="+", default=None,
-                   help="prompt methods to run (default: every registered one: %(default)s)")
+    p.add_argument("--methods", nargs="*", default=None,
+                   help="prompt methods to run (default: every registered one; none: baselines only)")
     p.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=list(BASELINES))
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="a hyperparameter of one method, e.g. bbt.n_prompt_tokens=10 (named in the label)")
@@ -107,7 +107,7 @@ def main() -> int:
     p.add_argument("--dry-run", action="store_true", help="list the runs still missing and exit")
     args = p.parse_args()
 
-    methods = args.methods or prompt_methods()
+    methods = prompt_methods() if args.methods is None else args.methods
     unknown = [m for m in methods if m not in prompt_methods()]
     if unknown:
         raise SystemExit(f"--methods must be registered prompt methods {prompt_methods()}; got {unknown}")
