@@ -281,6 +281,11 @@ class Client:
                         sample_id=sample_id, **kw) for i in range(0, len(prompts), batch)]
             return [c.text for r in self.send_many(qs) for c in r.choices]
 
+    def one_call(self) -> contextlib.AbstractContextManager[None]:
+        """Count what is sent inside as one method call (as :meth:`score` and :meth:`generate` do),
+        for a method that sends its own queries (PromptBoosting's distributions)."""
+        return self._call()
+
     @contextlib.contextmanager
     def _call(self) -> Iterator[None]:
         """Count one method call in this client's budget and every enclosing one: refused before
