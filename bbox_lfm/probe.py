@@ -155,19 +155,20 @@ def probe(client: Any, *, model: str | None = None) -> ProbeResult:
     # the most likely next token: its echoed value must be the one the top-k gave it
     caps["echo_logprobs"] = False
     if caps["echo"] and caps["logprobs"]:
-        r = p.ask(Query(prompt=PROBE_PROMPT, max_tokens=1, logprobs=1))
-        top = r.choices[0].logprobs.top_logprobs[0] if r is not None and _top_count(r) else {}
+        r = p.ask(Query(prompt=(PROBE_PROMPT,), max_tokens=1, logprobs=1))
+        first = r.choices[0].logprobs if r is not None and _top_count(r) else None
+        top = first.top_logprobs[0] if first is not None else {}
         if top:
             token, value = max(top.items(), key=lambda kv: kv[1])
             m = caps["echo_max_tokens"]
-            e = p.ask(Query(prompt=PROBE_PROMPT + token, max_tokens=m, echo=True, logprobs=1))
+            e = p.ask(Query(prompt=(PROBE_PROMPT + token,), max_tokens=m, echo=True, logprobs=1))
             lp = e.choices[0].logprobs if e is not None and e.choices else None
-            if lp is not None and len(lp.tokens) > m:
+            if e is not None and lp is not None and len(lp.tokens) > m:
                 last = (e.usage.prompt_tokens or len(lp.tokens) - m) - 1  # the prompt's last token
-                echoed = lp.token_logprobs[last]
-                caps["echo_logprobs"] = echoed is not None and abs(float(echoed) - value) < 0.05
+                echoed_lp = lp.token_logprobs[last]
+                caps["echo_logprobs"] = echoed_lp is not None and abs(float(echoed_lp) - value) < 0.05
                 ev["echo_logprobs"] = (f"{token!r} after the prompt: top-k {value:.3f}, echoed "
-                                       f"{'-' if echoed is None else f'{float(echoed):.3f}'}")
+                                       f"{'-' if echoed_lp is None else f'{float(echoed_lp):.3f}'}")
 
     # a list of prompts in one request
     caps["max_batch"] = 1
