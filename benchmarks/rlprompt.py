@@ -171,9 +171,6 @@ def main(argv: list[str] | None = None) -> int:
                 result = run(method, client, task, seed=seed, eval_limit=args.eval_limit, progress=False)
                 rec = json.loads(json.dumps(dataclasses.asdict(result), default=float))
                 rec["extra"]["rlprompt"] = dict(method.extra_)
-                sampled = method.extra_["best_sampled"]["prompt"]
-                rec["extra"]["best_sampled_eval"] = None if sampled is None else evaluate(
-                    client, task, examples, prompt=sampled, progress=False).to_json()
                 rec["extra"]["template"] = task.template
                 rec["extra"]["template_empty_dev"] = evaluate(client, task, task.few_shot(seed=seed).dev, prompt="",
                                                               progress=False).to_json()
@@ -183,9 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                 _write(out, doc, plot)
                 ev = rec["eval"]
                 print(f"{task_name} seed {seed}: eval acc {ev['accuracy']:.4f} f1 {ev['f1']:.4f} prompt "
-                      f"{rec['prompt']!r}; best sampled {sampled!r} -> "
-                      f"{(rec['extra']['best_sampled_eval'] or {}).get('accuracy')} ({rec['wall_s']:.0f} s)",
-                      flush=True)
+                      f"{rec['prompt']!r} ({rec['wall_s']:.0f} s)", flush=True)
             if task_name not in doc["template_empty_prompt"]:
                 t0 = time.perf_counter()
                 empty = evaluate(client, task, examples, prompt="", progress=False).to_json()
@@ -193,6 +188,14 @@ def main(argv: list[str] | None = None) -> int:
                                                            "wall_s": round(time.perf_counter() - t0, 1)}
                 _write(out, doc, plot)
                 print(f"{task_name} template, empty prompt: eval acc {empty['accuracy']:.4f}", flush=True)
+            rec = doc["runs"][task_name][str(seed)]
+            if "best_sampled_eval" not in rec["extra"]:  # last: the bar's figures are written first
+                sampled = rec["extra"]["rlprompt"]["best_sampled"]["prompt"]
+                rec["extra"]["best_sampled_eval"] = None if sampled is None else evaluate(
+                    client, task, examples, prompt=sampled, progress=False).to_json()
+                _write(out, doc, plot)
+                print(f"{task_name} seed {seed}: best sampled prompt {sampled!r} -> eval acc "
+                      f"{(rec['extra']['best_sampled_eval'] or {}).get('accuracy')}", flush=True)
     finally:
         if server is not None:
             server.stop()
