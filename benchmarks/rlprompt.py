@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "rlprompt.json"))
     ap.add_argument("--plot", default=str(RESULTS / "rlprompt.png"))
     ap.add_argument("--max-concurrency", type=int, default=16)
+    ap.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one answer (default 3600)")
     args = ap.parse_args(argv)
     pairs = []
     for item in args.runs:
@@ -160,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         # the default name keeps the cache namespace and the results' model the same
         server = start_local(args.local_model, served_model_name=DEFAULT_MODEL_ID if args.local_model else None)
     try:
-        client = Client.local(server or args.base_url, cache=args.cache, max_concurrency=args.max_concurrency)
+        # a step's 16 calls go out at once and the server answers them together: on a loaded
+        # CPU that takes minutes, past the client's default timeout (and a retry would send it again)
+        client = Client.local(server or args.base_url, cache=args.cache, max_concurrency=args.max_concurrency,
+                              timeout=args.timeout)
         doc["model"], doc["provider"] = client.model, client.profile.name
         for task_name, seed in pairs:
             task = load_task(task_name)
