@@ -234,6 +234,18 @@ class Client:
                     sample_id=sample_id, **kw) for i in range(0, len(prompts), batch)]
         return [c.text for r in self.send_many(qs) for c in r.choices]
 
+    def classify(self, inputs: Any, *, model: str | None = None, output: str = "probabilities") -> Any:
+        """Ask a classifier model about every row of ``inputs`` in ONE query (one call).
+
+        Returns a float array: ``[rows, classes]`` probabilities or logits, or ``[rows]`` class
+        indices for ``output="top1"``. The provider profile's ``classify`` capability says the
+        most revealing output it answers; asking for more raises :class:`CapabilityError` before
+        anything is sent.
+        """
+        from .classify import classify
+
+        return classify(self, inputs, model=model, output=output)
+
     # -- provider facts -----------------------------------------------------------------------
 
     def models(self) -> list[dict[str, Any]]:

@@ -78,10 +78,15 @@ def _search_dirs() -> list[Path]:
     user = os.environ.get("BBOX_LFM_PROVIDERS_DIR")
     if user:
         dirs.append(Path(user))
+    # A source checkout on PYTHONPATH reads its own providers/ first: an editable install of
+    # another checkout would otherwise map bbox_lfm.providers to that checkout's folder.
+    checkout = Path(__file__).resolve().parent.parent / "providers"
+    if (checkout / "bbox-lfm.toml").is_file():
+        dirs.append(checkout)
     try:
         dirs.append(Path(str(resources.files("bbox_lfm.providers"))))
-    except ModuleNotFoundError:  # a source checkout on PYTHONPATH, not installed: the folder it maps
-        dirs.append(Path(__file__).resolve().parent.parent / "providers")
+    except ModuleNotFoundError:
+        pass
     return dirs
 
 

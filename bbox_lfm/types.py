@@ -16,9 +16,11 @@ from typing import Any, Literal
 
 from .errors import check
 
-__all__ = ["Capabilities", "Choice", "Query", "Response", "TokenLogprobs", "Usage"]
+__all__ = ["CLASSIFY_OUTPUTS", "Capabilities", "Choice", "Query", "Response", "TokenLogprobs", "Usage"]
 
-Endpoint = Literal["completions", "chat"]
+Endpoint = Literal["completions", "chat", "classify"]
+#: what a classification query may ask for, least to most revealing
+CLASSIFY_OUTPUTS = ("top1", "probabilities", "logits")
 
 
 def _frozen_map(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -53,6 +55,11 @@ class Query:
     request body (the ``openai`` client's ``extra_body``): engine-specific options such as the
     local server's ``soft_prompt`` or ``label_words``. ``sample_id`` tells repeated sampling
     queries apart, so that n samples are n cache entries rather than one.
+
+    ``endpoint="classify"`` asks a classifier model (``POST /v1/bbox/classify``): the rows to
+    classify travel in ``extra["inputs"]`` (a float32 tensor, :mod:`bbox_lfm.tensors`) and
+    ``extra["output"]`` names what comes back (one of ``CLASSIFY_OUTPUTS``); it has no prompt,
+    and each row counts as one sequence. :meth:`bbox_lfm.Client.classify` builds these.
     """
 
     endpoint: Endpoint = "completions"
@@ -72,7 +79,8 @@ class Query:
     sample_id: int | None = None
 
     def __post_init__(self) -> None:
-        check(self.endpoint in ("completions", "chat"), "endpoint", "'completions' or 'chat'", self.endpoint)
+        check(self.endpoint in ("completions", "chat", "classify"), "endpoint", "'completions', 'chat' or 'classify'",
+              self.endpoint)
         if isinstance(self.prompt, str):
             object.__setattr__(self, "prompt", (self.prompt,))
         else:
@@ -84,8 +92,14 @@ class Query:
         if self.endpoint == "completions":
             check(len(self.prompt) > 0, "prompt", "at least one prompt for the completions endpoint", self.prompt)
             check(all(isinstance(p, str) for p in self.prompt), "prompt", "strings", self.prompt)
-        else:
+        elif self.endpoint == "chat":
             check(len(self.messages) > 0, "messages", "a non-empty conversation for the chat endpoint", self.messages)
+        else:
+            inputs = self.extra.get("inputs")
+            check(isinstance(inputs, Mapping) and len(inputs.get("shape") or ()) >= 2, "extra['inputs']",
+                  "a tensor {shape: [rows, ...], dtype, data} for the classify endpoint", inputs)
+            check(self.extra.get("output") in CLASSIFY_OUTPUTS, "extra['output']", f"one of {CLASSIFY_OUTPUTS}",
+                  self.extra.get("output"))
         check(self.max_tokens >= 0, "max_tokens", ">= 0", self.max_tokens)
         check(self.n >= 1, "n", ">= 1", self.n)
         check(self.temperature >= 0, "temperature", ">= 0", self.temperature)
@@ -94,7 +108,9 @@ class Query:
 
     @property
     def sequences(self) -> int:
-        """Sequences this query asks the model for (prompts x n)."""
+        """Sequences this query asks the model for (prompts x n; rows for a classification)."""
+        if self.endpoint == "classify":
+            return int(self.extra["inputs"]["shape"][0])
         return (len(self.prompt) if self.endpoint == "completions" else 1) * self.n
 
     @property
@@ -136,6 +152,9 @@ class Query:
             head = first[:60] + ("..." if len(first) > 60 else "")
             return (f"completions query for model {self.model!r} with {len(self.prompt)} prompt(s), "
                     f"first {head!r}, extra fields {sorted(self.extra)}")
+        if self.endpoint == "classify":
+            return (f"classify query for model {self.model!r} with {self.sequences} input(s) of shape "
+                    f"{list(self.extra['inputs']['shape'][1:])}, output {self.extra.get('output')!r}")
         return f"chat query for model {self.model!r} with {len(self.messages)} message(s), extra fields {sorted(self.extra)}"
 
 
@@ -259,6 +278,14 @@ class Capabilities:
     deep_prompt: bool = False
     label_words: bool = False
     hidden_stats: bool = False
+    #: classifier models: "" (none), or the most revealing answer allowed ("top1" < "probabilities" < "logits")
+    classify: str = ""
+
+    def classify_allows(self, output: str) -> bool:
+        """True when a classification may answer with ``output`` (a less revealing form is always allowed)."""
+        if self.classify not in CLASSIFY_OUTPUTS or output not in CLASSIFY_OUTPUTS:
+            return False
+        return CLASSIFY_OUTPUTS.index(output) <= CLASSIFY_OUTPUTS.index(self.classify)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Capabilities:

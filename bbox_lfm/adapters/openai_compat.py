@@ -101,12 +101,20 @@ class OpenAICompatAdapter:
     def send(self, query: Query) -> Response:
         """Send one query; translate every failure into a bbox-lfm error."""
         oa = self._openai
-        body = self._request_body(query)
-        path = "/completions" if query.endpoint == "completions" else "/chat/completions"
-        api = self._client.completions if query.endpoint == "completions" else self._client.chat.completions
+        if query.endpoint == "classify":
+            body, path = {"model": query.model, **query.to_json()["extra"]}, "/bbox/classify"
+        else:
+            body = self._request_body(query)
+            path = "/completions" if query.endpoint == "completions" else "/chat/completions"
         try:
-            raw = api.with_raw_response.create(**body, extra_body=dict(query.extra) or None)
-            content = raw.http_response.content
+            if query.endpoint == "classify":  # a bbox-lfm extension route the SDK has no method for
+                import httpx
+
+                content = self._client.post(path, cast_to=httpx.Response, body=body).content
+            else:
+                api = self._client.completions if query.endpoint == "completions" else self._client.chat.completions
+                raw = api.with_raw_response.create(**body, extra_body=dict(query.extra) or None)
+                content = raw.http_response.content
         except oa.APITimeoutError as exc:
             raise APITimeoutError(f"no answer from {self.base_url} in time") from exc
         except oa.APIConnectionError as exc:

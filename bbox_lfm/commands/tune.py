@@ -20,6 +20,7 @@ import json
 from typing import Any
 
 from ..errors import ConfigError
+from . import _zoo_tune
 from ._common import add_client_args, open_client
 from .eval import add_task_args, task_from_args
 
@@ -37,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--out", required=True, help="results JSON path")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_client_args(p)
+    _zoo_tune.add_args(p)
     p.set_defaults(func=run)
 
 
@@ -68,11 +70,13 @@ def run(args: argparse.Namespace) -> int:
     from ..methods.harness import run as run_method
     from ..results import write_result
 
-    task = task_from_args(args)
     sets = parse_sets(args.sets)
     for fixed in ("budget", "seed"):
         if fixed in sets:
             raise ConfigError(f"--set {fixed}=... must not be used (use --{fixed}); got {sets[fixed]!r}")
+    if _zoo_tune.is_zoo_method(get(args.method)):
+        return _zoo_tune.run(args, get(args.method), sets)
+    task = task_from_args(args)
     method = get(args.method)(budget=args.budget, seed=args.seed, **sets)
     with open_client(args) as client:
         client.require(*method.needs, needed_by=method.name)

@@ -39,6 +39,9 @@ class ServeConfig:
     max_batch: int = 64
     max_body_bytes: int = 64 * 1024 * 1024
     tokenizer_cache_size: int = 65536
+    #: a zoo folder of classifier models to serve (``bbox-lfm zoo build``); ``lm=False`` serves it alone
+    zoo: str | None = None
+    lm: bool = True
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
@@ -53,5 +56,7 @@ class ServeConfig:
             raise ValueError(f"max_batch must be >= 1; got {self.max_batch}")
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be >= 1; got {self.max_body_bytes}")
+        if not self.lm and not self.zoo:
+            raise ValueError("lm must be True unless a zoo is served; got lm=False and no zoo")
         if not 0 <= self.port < 65536:
             raise ValueError(f"port must be in 0..65535; got {self.port}")
