@@ -403,13 +403,13 @@ class BiDfMKD(Method):
 
         y = np.tile(np.arange(self.way_), self.samples_per_class)
         # 1. the support set, recovered through the API
-        xs, ps, loss_s = self._invert(api, y, student=None)
+        xs, ps, loss_s, start_s = self._invert(api, y, student=None)
         # 2. inner loop: theta' = theta - alpha grad KL(API || f_theta) on the support set
         fast = self._adapt(self.params_, torch.from_numpy(xs), lambda logits: kl(torch.from_numpy(ps), logits),
                            self.kd_inner_steps, create_graph=True)
         # 3. the query set; after warm-up, a boundary query set against the adapted student
         student = [p.detach() for p in fast] if (self.boundary and visit >= self.warmup) else None
-        xq, pq, loss_q = self._invert(api, y, student=student)
+        xq, pq, loss_q, start_q = self._invert(api, y, student=student)
         # 4. outer loop: distil on the query set through the adapted weights
         logits_q = _mlp(fast, torch.from_numpy(xq))
         loss_outer = kl(torch.from_numpy(pq), logits_q)
@@ -427,7 +427,8 @@ class BiDfMKD(Method):
             for _ in range(self.replay_steps):
                 self._replay_step()
         return {"dev_accuracy": agree, "kd_loss": loss_outer.item(), "api_loss_support": loss_s,
-                "api_loss_query": loss_q}
+                "api_loss_support_start": start_s, "api_loss_query": loss_q, "api_loss_query_start": start_q,
+                "boundary": student is not None}
 
     def _replay_step(self) -> None:
         """One meta-update of MAML (cross-entropy) over ``episode_batch`` tasks from the memory."""
@@ -500,9 +501,11 @@ class BiDfMKD(Method):
             loss = loss - self.adv * mask * div
         return loss
 
-    def _invert(self, api: Api, y: np.ndarray, *, student: list[Any] | None) -> tuple[np.ndarray, np.ndarray, float]:
+    def _invert(self, api: Api, y: np.ndarray, *,
+                student: list[Any] | None) -> tuple[np.ndarray, np.ndarray, float, float]:
         """Train a fresh generator through ``api`` for ``inversion_steps`` steps; return the samples
-        with the lowest API loss, the API's probabilities on them, and that loss."""
+        with the lowest API cross-entropy, the API's probabilities on them, that loss, and the
+        loss of the first step's samples (before any update)."""
         import torch
 
         B = len(y)
@@ -511,6 +514,7 @@ class BiDfMKD(Method):
         opt = torch.optim.Adam([*G.parameters(), z], lr=self.generator_lr, betas=(0.5, 0.999))
         yt = torch.from_numpy(y)
         best: tuple[float, np.ndarray, np.ndarray] | None = None
+        start = math.nan
         for _ in range(self.inversion_steps):
             x = G(z)
             xn = x.detach().double().numpy()
@@ -533,13 +537,15 @@ class BiDfMKD(Method):
                 # surrogate: d/dx mean_i <x_i, g_i> = g_i / B, the estimate carried into G and z
                 objective = (x * torch.from_numpy(g).float()).sum(1).mean()
             ce = float(np.mean(-np.log(np.clip(probs[np.arange(B), y], 1e-12, 1))))
+            if best is None:
+                start = ce
             if best is None or ce < best[0]:
                 best = (ce, xn.astype(np.float32), probs)
             opt.zero_grad()
             objective.backward()
             opt.step()
         assert best is not None
-        return best[1], best[2], best[0]
+        return best[1], best[2], best[0], start
 
     def _zo_losses(self, api: Api, y: np.ndarray, student: list[Any] | None, answers: list[np.ndarray],
                    rows: np.ndarray) -> np.ndarray:
