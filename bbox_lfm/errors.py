@@ -13,6 +13,7 @@ inherits the builtin a caller would naturally catch::
     +-- ProviderError (RuntimeError)        the provider answered with an error
         +-- APIConnectionError (ConnectionError)   no answer at all (retried)
         |   +-- APITimeoutError (TimeoutError)     (retried)
+        |   +-- TruncatedResponseError             a 200 whose body is cut off, not JSON (retried)
         +-- APIStatusError                  an HTTP error status, with ``status_code``
         |   +-- BadRequestError (ValueError)         400, 404, 413, 422 (not retried)
         |   +-- AuthenticationError (PermissionError) 401, 403 (not retried)
@@ -46,6 +47,7 @@ __all__ = [
     "ProviderError",
     "RateLimitError",
     "ServerError",
+    "TruncatedResponseError",
     "check",
 ]
 
@@ -116,6 +118,9 @@ class CacheCorrupt(CacheError, OSError):
 class ProviderError(BBoxError, RuntimeError):
     """The provider could not give a usable answer."""
 
+    #: attempts made before giving up (the retry layer sets it; the budget counts the retries)
+    attempts: int = 1
+
 
 class APIConnectionError(ProviderError, ConnectionError):
     """The provider could not be reached."""
@@ -123,6 +128,14 @@ class APIConnectionError(ProviderError, ConnectionError):
 
 class APITimeoutError(APIConnectionError, TimeoutError):
     """The provider did not answer in time."""
+
+
+class TruncatedResponseError(APIConnectionError):
+    """The provider answered 200 with a body that is not whole JSON (cut off on the way).
+
+    A transport fault, like a dropped connection: the query is sent again. Only an answer that
+    is whole JSON and still not what the API documents is a :class:`MalformedResponseError`.
+    """
 
 
 class APIStatusError(ProviderError):

@@ -2,10 +2,10 @@
 
 Fields: ``schema`` (this version), ``method``, ``config``, ``task``, ``seed``, ``provider``,
 ``model``, ``budget_spent`` (what the search sent upstream: calls, sequences, tokens, cost_usd,
-and cache_hits that cost nothing), ``eval_spent`` (the same for dev and eval scoring, which
-papers do not count against the budget), ``wall_s``, ``dev`` and ``eval`` (each at least
-``accuracy`` and ``f1``), ``curve`` (``[{calls, dev_accuracy}]``, calls as the method's paper
-counts them, hits included), ``prompt``, ``version``, ``commit``, plus free-form ``extra``.
+cache_hits that cost nothing, and retries, the attempts beyond the first), ``eval_spent`` (the
+same for dev and eval scoring, which papers do not count against the budget), ``wall_s``,
+``dev`` and ``eval`` (each at least ``accuracy`` and ``f1``), ``curve`` (``[{calls,
+dev_accuracy}]``, calls as the method's paper counts them, hits included), ``prompt``, ``version``, ``commit``, plus free-form ``extra``.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def main() -> int:
 
     import torch
 
-    import bbox_lfm.serve.engine as engine_mod
+    import bbox_lfm.serve.prefix as prefix_mod
     from bbox_lfm import Client
     from bbox_lfm.serve import encode_tensor, start_local
     from bbox_lfm.serve.engine import Sequence
@@ -69,9 +69,9 @@ def main() -> int:
     result: dict[str, Any] = {}
 
     def engine_scores(seqs: list[Any], shared: bool) -> np.ndarray:
-        saved = engine_mod._MIN_SHARED_PREFIX
-        engine_mod._MIN_SHARED_PREFIX = saved if shared else 10**9
-        engine._prefixes.clear()
+        saved = prefix_mod.MIN_SHARED_PREFIX
+        prefix_mod.MIN_SHARED_PREFIX = saved if shared else 10**9
+        engine.forward.prefixes.clear()
         try:
             out: list[Any] = [None] * len(seqs)
             for chunk in engine.plan(seqs, 64):
@@ -79,7 +79,7 @@ def main() -> int:
                     out[i] = lp[-1, words].numpy()
             return np.stack(out)
         finally:
-            engine_mod._MIN_SHARED_PREFIX = saved
+            prefix_mod.MIN_SHARED_PREFIX = saved
 
     def compare(name: str, seqs: list[Any]) -> None:
         whole_s, whole = timed(lambda: engine_scores(seqs, False), args.rounds)

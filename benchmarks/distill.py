@@ -115,11 +115,11 @@ class Bench:
         write_result(OUT, self.result)
 
     def teacher_eval(self) -> None:
-        from bbox_lfm.methods.distill import Teacher, _as_input
+        from bbox_lfm.methods.teacher import Teacher, as_input
         from bbox_lfm.tasks import metrics_from_predictions
 
         t = Teacher(self.task)
-        lp, misses = t.label(self.client.with_budget(), [_as_input(e) for e in self.eval], progress=True,
+        lp, misses = t.label(self.client.with_budget(), [as_input(e) for e in self.eval], progress=True,
                              desc="teacher eval")
         self.teacher_lp = lp  # the ceiling group's targets and margins
         self.teacher_pred = lp.argmax(axis=1)
@@ -130,20 +130,20 @@ class Bench:
         self.save()
 
     def student_eval(self, predict: Any) -> dict[str, Any]:
-        from bbox_lfm.methods.distill import _as_input
+        from bbox_lfm.methods.teacher import as_input
         from bbox_lfm.tasks import metrics_from_predictions
 
-        pred = predict([_as_input(e) for e in self.eval])
+        pred = predict([as_input(e) for e in self.eval])
         m = metrics_from_predictions([e.label for e in self.eval], pred, 2).to_json()
         m["agreement"] = float(np.mean(pred == self.teacher_pred))
         return m
 
     def gold_only(self) -> None:
-        from bbox_lfm.methods.distill import _as_input
+        from bbox_lfm.methods.teacher import as_input
         from bbox_lfm.students import make_student
 
         fs = self.task.few_shot(seed=SEED, k=16)
-        s = make_student("minilm-head", seed=SEED).fit([_as_input(e) for e in fs.train],
+        s = make_student("minilm-head", seed=SEED).fit([as_input(e) for e in fs.train],
                                                        gold=np.array([e.label for e in fs.train]))
         m = self.student_eval(lambda xs: s.predict(xs, progress=False))
         self.result["gold_only"] = {"student": "minilm-head", "gold_labels": len(fs.train), "eval": m}
@@ -189,7 +189,7 @@ class Bench:
         the pool (more teacher sequences than the bar allows): how far more queries would go;
         (2) each student fitted to the teacher's answers on the eval texts themselves, then scored
         on them: how well the student can represent the teacher's decisions at all."""
-        from bbox_lfm.methods.distill import _as_input
+        from bbox_lfm.methods.teacher import as_input
         from bbox_lfm.students import make_student
         from bbox_lfm.students.minilm import MiniLMFineTune
 
@@ -205,7 +205,7 @@ class Bench:
                      pool_size=len(pool), min_words=min_words, splits=splits,
                      student_kw={"epochs": epochs})
             self.result["runs"][-1]["diagnostic"] = "every pool text labelled: beyond the 3,000-sequence bar"
-        inputs, lp = [_as_input(e) for e in self.eval], self.teacher_lp
+        inputs, lp = [as_input(e) for e in self.eval], self.teacher_lp
         fits = {}
         for name in ("minilm-head", "minilm-ft"):
             t0 = time.perf_counter()
@@ -223,10 +223,10 @@ class Bench:
         self.save()
 
     def speed(self, n: int = 256) -> None:
-        from bbox_lfm.methods.distill import Teacher, _as_input
+        from bbox_lfm.methods.teacher import Teacher, as_input
         from bbox_lfm.students import make_student
 
-        inputs = [_as_input(e) for e in self.eval[:n]]
+        inputs = [as_input(e) for e in self.eval[:n]]
         live = self.client.with_cache_mode("off")
         t = Teacher(self.task)
         t.label(live, inputs[:16])  # warm-up

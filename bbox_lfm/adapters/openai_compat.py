@@ -23,6 +23,7 @@ from ..errors import (
     MalformedResponseError,
     RateLimitError,
     ServerError,
+    TruncatedResponseError,
 )
 from ..profiles import ProviderProfile
 from ..types import Query, Response
@@ -125,7 +126,8 @@ class OpenAICompatAdapter:
         try:
             data = json.loads(content)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedResponseError(
+            # cut off on the way (a proxy, a dropped connection behind a gateway): retried
+            raise TruncatedResponseError(
                 f"{self.base_url}{path} answered with a body that is not JSON ({len(content)} bytes)") from exc
         resp = parse_response(data, query.endpoint)
         price = self.profile.price(query.model)

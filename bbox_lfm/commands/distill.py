@@ -114,12 +114,14 @@ def time_student(student: Any, inputs: Sequence[Any]) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Distil, evaluate student and teacher, time both, write results and the student."""
+    """Distil through the harness, then evaluate the teacher, time both, write results and the student."""
     from ..budget import Budget
-    from ..methods.distill import Distill, OneLabelTeacherWarning, _as_input
-    from ..methods.harness import EVAL_SUBSAMPLE_SEED
-    from ..results import RunResult, write_result
-    from ..tasks import metrics_from_predictions, subsample
+    from ..methods.distill import Distill
+    from ..methods.harness import eval_examples
+    from ..methods.harness import run as run_method
+    from ..methods.teacher import OneLabelTeacherWarning, as_input
+    from ..results import write_result
+    from ..tasks import metrics_from_predictions
 
     task = task_from_args(args)
     check(0 <= args.template_index < len(task.templates), "--template-index",
@@ -140,25 +142,18 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", OneLabelTeacherWarning)
-            method.fit(client, task, unlabeled=unlabeled, progress=progress)
+            result = run_method(method, client, task, seed=args.seed, eval_limit=args.eval_limit,
+                                progress=progress, fit_kwargs={"unlabeled": unlabeled, "progress": progress})
         for w in caught:  # the method's advice, as a line of its own rather than a source location
             if issubclass(w.category, OneLabelTeacherWarning):
                 print(f"warning: {w.message}", file=sys.stderr, flush=True)
             else:
                 warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-        fit_s = time.perf_counter() - t0
-        scorer = client.with_budget(Budget())  # eval scoring and timing: counted apart from the budget
-
-        def student_metrics(examples: list[Any]) -> tuple[dict[str, Any], np.ndarray]:
-            pred = method.predict(client, examples, progress=progress)
-            return metrics_from_predictions([ex.label for ex in examples], pred, len(task.labels)).to_json(), pred
-
-        dev_examples = method._dev_split(task)
-        dev = student_metrics(dev_examples)[0] if dev_examples else {"accuracy": None, "f1": None, "n": 0}
-        split = task.eval_split
-        examples = subsample(task.split(split), args.eval_limit, EVAL_SUBSAMPLE_SEED)
-        ev, student_pred = student_metrics(examples)
-        inputs = [_as_input(ex) for ex in examples]
+        scorer = client.with_budget(Budget())  # teacher eval and timing: counted apart from the budget
+        examples = eval_examples(task, eval_limit=args.eval_limit)
+        # the student is local: predicting again costs no query (its embeddings are cached)
+        student_pred = method.predict(client, examples, progress=False)
+        inputs = [as_input(ex) for ex in examples]
         teacher_lp, misses = method.teacher_.label(scorer, inputs, progress=progress, desc="teacher eval")
         parsed = ~np.isnan(teacher_lp).any(axis=1)
         teacher_pred = np.where(parsed, np.nan_to_num(teacher_lp, nan=-np.inf).argmax(axis=1), -1)
@@ -170,20 +165,18 @@ def run(args: argparse.Namespace) -> int:
             t_teacher = None
         t_student = time_student(method.student_, inputs[:args.speed_n])
         method.save(out / "method.json", student_dir=out / "student")
-        result = RunResult(
-            method=method.name, config=method.get_config(), task=task.name, seed=args.seed,
-            provider=client.profile.name, model=client.model or "", budget_spent=method.budget_spent_,
-            eval_spent=scorer.budget.summary(), wall_s=round(time.perf_counter() - t0, 3), dev=dev, eval=ev,
-            curve=method.curve_, prompt=prompt or (extra or None),
-            extra={"teacher_eval": teacher, "agreement": agreement(student_pred, teacher_pred),
-                   "teacher_sequences_used": method.n_queried_, "transfer_size": len(method.inputs_),
-                   "teacher_s_per_example": t_teacher, "student_s_per_example": t_student,
-                   "speedup": (t_teacher / t_student) if t_teacher and t_student else None,
-                   "speed_n": min(args.speed_n, len(inputs)), "template": task.template,
-                   "label_words": list(task.label_words), "eval_split": split, "eval_limit": args.eval_limit,
-                   "eval_n": len(examples), "fit_s": round(fit_s, 3), "student_dir": "student",
-                   "stats": method.stats_})
+        result.eval_spent = {k: v + scorer.budget.summary().get(k, 0) for k, v in result.eval_spent.items()}
+        result.wall_s = round(time.perf_counter() - t0, 3)
+        result.prompt = prompt or (extra or None)
+        result.extra.update(
+            {"teacher_eval": teacher, "agreement": agreement(student_pred, teacher_pred),
+             "teacher_sequences_used": method.n_queried_, "transfer_size": len(method.inputs_),
+             "teacher_s_per_example": t_teacher, "student_s_per_example": t_student,
+             "speedup": (t_teacher / t_student) if t_teacher and t_student else None,
+             "speed_n": min(args.speed_n, len(inputs)), "template": task.template,
+             "label_words": list(task.label_words), "student_dir": "student", "stats": method.stats_})
         write_result(out / "results.json", result)
+    ev = result.eval
     speed = f", {result.extra['speedup']:.1f}x faster than the teacher" if result.extra["speedup"] else ""
     print(f"student eval accuracy {ev['accuracy']:.4f} (teacher {teacher['accuracy']:.4f}, agreement "
           f"{result.extra['agreement']:.4f}, n={ev['n']}){speed}; teacher sequences sent "

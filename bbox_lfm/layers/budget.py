@@ -25,8 +25,8 @@ class BudgetLayer:
         except BudgetExhausted:
             self.budget.release(r, sent=False)  # an enclosing budget refused it: nothing went up
             raise
-        except BaseException:
-            self.budget.release(r)
+        except BaseException as exc:
+            self.budget.release(r, attempts=getattr(exc, "attempts", 1))
             raise
         self.budget.settle(r, response)
         return response

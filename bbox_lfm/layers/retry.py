@@ -1,6 +1,7 @@
-"""Retry layer (tenacity): connection errors, timeouts, 408, 409, 429 and 5xx are retried with
-jittered exponential back-off, or exactly as long as ``Retry-After`` asks; anything else fails
-at once. The sleep and the random generator are injectable for tests."""
+"""Retry layer (tenacity): connection errors, timeouts, answers cut off on the way (a 200 whose
+body is not JSON), 408, 409, 429 and 5xx are retried with jittered exponential back-off, or
+exactly as long as ``Retry-After`` asks; anything else fails at once. The sleep and the random
+generator are injectable for tests."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Callable
 import tenacity
 
 from ..adapters.base import Sender
-from ..errors import APIConnectionError, APIStatusError, RateLimitError, ServerError, check
+from ..errors import APIConnectionError, APIStatusError, ProviderError, RateLimitError, ServerError, check
 from ..types import Query, Response
 
 __all__ = ["RetryLayer", "is_retryable"]
@@ -54,10 +55,14 @@ class RetryLayer:
             reraise=True,
         )
         t0 = time.perf_counter()
-        for attempt in retrying:
-            with attempt:
-                response = self.inner.send(query)
-            if not attempt.retry_state.outcome or not attempt.retry_state.outcome.failed:
-                return response.replace(attempts=attempt.retry_state.attempt_number,
-                                        latency_s=time.perf_counter() - t0)
+        try:
+            for attempt in retrying:
+                with attempt:
+                    response = self.inner.send(query)
+                if not attempt.retry_state.outcome or not attempt.retry_state.outcome.failed:
+                    return response.replace(attempts=attempt.retry_state.attempt_number,
+                                            latency_s=time.perf_counter() - t0)
+        except ProviderError as exc:
+            exc.attempts = retrying.statistics.get("attempt_number", 1)  # the budget counts the retries
+            raise
         raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover

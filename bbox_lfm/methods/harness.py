@@ -11,7 +11,7 @@ and seed) of the eval split, and the results say so in ``extra``.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ from ..results import RunResult
 from ..tasks import Example, Task, metrics_from_predictions, subsample
 from .base import Method
 
-__all__ = ["EVAL_SUBSAMPLE_SEED", "run", "score_method"]
+__all__ = ["EVAL_SUBSAMPLE_SEED", "eval_examples", "run", "score_method"]
 
 EVAL_SUBSAMPLE_SEED = 0
 _CHUNK = 512  # examples per predict() call: a progress step; a multiple of the scoring chunk
@@ -51,10 +51,19 @@ def _add(a: dict[str, Any], b: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v + (b or {}).get(k, 0) for k, v in a.items()}
 
 
+def eval_examples(task: Task, *, eval_limit: int | None = None, eval_split: str = "eval") -> list[Example]:
+    """The rows `run` scores: ``eval_split`` (``"eval"``: the task's own), seeded subsample of ``eval_limit``."""
+    split = task.eval_split if eval_split == "eval" else eval_split
+    return subsample(task.split(split), eval_limit, EVAL_SUBSAMPLE_SEED)
+
+
 def run(method: Method, client: Any, task: Task, *, seed: int, eval_limit: int | None = None,
-        eval_split: str = "eval", progress: bool = True) -> RunResult:
+        eval_split: str = "eval", progress: bool = True, fit_kwargs: Mapping[str, Any] | None = None) -> RunResult:
     """Fit ``method`` on ``task`` through ``client``, score it on the few-shot dev split of
     ``seed`` and on ``eval_split``, and return the :class:`RunResult`.
+
+    ``fit_kwargs`` go to ``fit`` beside the client and task (a method's data, e.g. distill's
+    ``unlabeled`` texts).
 
     A method with a ``seed`` attribute must have been built with this ``seed`` (the seed names
     the few-shot split, so two different ones would be a silent mix-up). A task without few-shot
@@ -64,7 +73,7 @@ def run(method: Method, client: Any, task: Task, *, seed: int, eval_limit: int |
           seed)
     client.require(*method.needs, needed_by=method.name)
     t0 = time.perf_counter()
-    method.fit(client, task)
+    method.fit(client, task, **(fit_kwargs or {}))
     fit_s = time.perf_counter() - t0
     scorer = client.with_budget(Budget())
     try:
@@ -74,14 +83,14 @@ def run(method: Method, client: Any, task: Task, *, seed: int, eval_limit: int |
     dev = score_method(method, scorer, task, dev_examples, progress=progress, desc="dev") if dev_examples \
         else {"accuracy": None, "f1": None, "n": 0, "misses": 0}
     split = task.eval_split if eval_split == "eval" else eval_split
-    eval_examples = subsample(task.split(split), eval_limit, EVAL_SUBSAMPLE_SEED)
-    ev = score_method(method, scorer, task, eval_examples, progress=progress, desc="eval")
+    examples = eval_examples(task, eval_limit=eval_limit, eval_split=eval_split)
+    ev = score_method(method, scorer, task, examples, progress=progress, desc="eval")
     wall_s = time.perf_counter() - t0
     return RunResult(
         method=method.name, config=method.get_config(), task=task.name, seed=seed, provider=client.profile.name,
         model=client.model or "", budget_spent=dict(getattr(method, "budget_spent_", Budget().summary())),
         eval_spent=_add(scorer.budget.summary(), getattr(method, "eval_spent_", None)), wall_s=round(wall_s, 3),
         dev=dev, eval=ev, curve=list(getattr(method, "curve_", [])), prompt=getattr(method, "best_prompt_", None),
-        extra={"eval_split": split, "eval_limit": eval_limit, "eval_n": len(eval_examples),
+        extra={"eval_split": split, "eval_limit": eval_limit, "eval_n": len(examples),
                "eval_subsample_seed": EVAL_SUBSAMPLE_SEED if eval_limit is not None else None,
                "task_source": task.source, "metric": task.metric, "fit_s": round(fit_s, 3)})

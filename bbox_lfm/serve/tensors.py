@@ -9,9 +9,9 @@ import math
 import numpy as np
 
 from ..tensors import to_wire
-from .engine import PromptTensors
 from .errors import InvalidRequest
 from .protocol import TensorPayload
+from .tokenization import PromptTensors
 
 __all__ = ["decode_tensor", "encode_tensor", "prompt_tensors"]
 

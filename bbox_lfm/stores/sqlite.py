@@ -64,6 +64,9 @@ _MIGRATE_2 = (
     "ALTER TABLE entries ADD COLUMN response TEXT NOT NULL DEFAULT 'null'",
     "UPDATE entries SET response = coalesce(json_extract(value, '$.response'), 'null'), value = json_remove(value, '$.response')",
 )
+_READ_HEADER = ("SELECT (SELECT application_id FROM pragma_application_id()),"
+                " (SELECT user_version FROM pragma_user_version()),"
+                " (SELECT json_group_array(name) FROM sqlite_master WHERE type='table')")
 _PUT = ("INSERT INTO entries (key, value, response, created_at, cost_usd, model, endpoint, base_url)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value,"
         " response=excluded.response,"
@@ -170,9 +173,10 @@ class SQLiteStore:
 
     def _check_ours(self, conn: sqlite3.Connection) -> int:
         """The schema version of our file (0 for an empty one); CacheCorrupt for anything else."""
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        # One statement, so one read transaction: read in several, another process's creation
+        # of the file can commit between them (an id of 0 read before it, its tables after).
+        app_id, version, names = conn.execute(_READ_HEADER).fetchone()
+        tables = set(json.loads(names))
         if not tables and app_id == 0:
             return 0
         if app_id != _APP_ID or "entries" not in tables:

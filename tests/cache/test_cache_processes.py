@@ -87,6 +87,57 @@ def test_four_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
     store.close()
 
 
+OPENER_SCRIPT = textwrap.dedent("""
+    import sqlite3, sys, time
+    from bbox_lfm.stores import SQLiteStore
+    base, who, rounds, start, gap = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+    connect = sqlite3.connect
+
+    def slow_connect(*args, **kwargs):
+        # The test's hook: every statement that reads the table list starts 0.1 s late, which
+        # widens any gap between reading the file's id and reading its tables from microseconds
+        # to a tenth of a second, so that another process's creation lands inside it.
+        conn = connect(*args, **kwargs)
+        conn.set_trace_callback(lambda sql: time.sleep(0.1) if "sqlite_master" in sql else None)
+        return conn
+
+    sqlite3.connect = slow_connect
+    failures = []
+    for r in range(rounds):
+        # staggered by 40 ms, so that some process is always halfway through its check when
+        # another commits the new file
+        while time.time() < start + r * gap + 0.04 * who:
+            time.sleep(0.0005)
+        try:
+            store = SQLiteStore(f"{base}-{r}.sqlite")
+        except Exception as exc:
+            failures.append(f"round {r}: {exc!r}")
+            continue
+        store.put(str(who), {"query": {}, "response": {"who": who}})
+        store.close()
+    print("\\n".join(failures), file=sys.stderr)
+    sys.exit(1 if failures else 0)
+""")
+
+
+def test_many_processes_opening_new_caches_at_once_all_succeed(tmp_path: Path) -> None:
+    """Eight processes open each of four new cache files at once; none may take it for a foreign file."""
+    n_procs, rounds, gap = 8, 4, 0.8
+    start = time.time() + 2.0
+    procs = [subprocess.Popen([sys.executable, "-c", OPENER_SCRIPT, str(tmp_path / "c"), str(w), str(rounds),
+                               str(start), str(gap)], stderr=subprocess.PIPE, text=True) for w in range(n_procs)]
+    errors = []
+    for p in procs:
+        _, err = p.communicate(timeout=240)
+        if p.returncode != 0:
+            errors.append(err.strip())
+    assert not errors, "\n".join(errors)
+    for r in range(rounds):
+        store = SQLiteStore(tmp_path / f"c-{r}.sqlite")
+        assert sorted(int(k) for k, _ in store.items()) == list(range(n_procs))
+        store.close()
+
+
 RUN_SCRIPT = textwrap.dedent("""
     import os, sys, time
     from bbox_lfm import Client, MockAdapter, Query

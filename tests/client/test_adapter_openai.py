@@ -18,6 +18,7 @@ from bbox_lfm.errors import (
     MalformedResponseError,
     RateLimitError,
     ServerError,
+    TruncatedResponseError,
 )
 
 BASE = "https://api.example.test/v1"
@@ -84,17 +85,36 @@ def test_chat_logprobs_and_top_logprobs() -> None:
 
 
 @respx.mock
-def test_malformed_json_is_a_clear_error() -> None:
-    respx.post(f"{BASE}/completions").mock(return_value=httpx.Response(200, content=b"{not json"))
-    with make_client() as c, pytest.raises(MalformedResponseError, match="not JSON"):
-        c.send(Query(prompt="x"))
+def test_a_truncated_body_is_a_transport_fault_retried_and_counted() -> None:
+    whole = json.dumps(COMPLETION).encode()
+    route = respx.post(f"{BASE}/completions").mock(side_effect=[
+        httpx.Response(200, content=whole[:len(whole) // 2]), httpx.Response(200, content=b"<html>bad gateway</html>"),
+        httpx.Response(200, content=whole)])
+    budget = Budget(calls=1)
+    with make_client(budget=budget) as c:
+        r = c.send(Query(prompt="x"))
+    assert route.call_count == 3 and r.attempts == 3 and r.text == " great"
+    assert budget.summary()["calls"] == 1 and budget.summary()["retries"] == 2
 
 
 @respx.mock
-def test_wrong_shape_is_a_clear_error() -> None:
-    respx.post(f"{BASE}/completions").mock(return_value=httpx.Response(200, json={"choices": 3}))
+def test_a_body_that_stays_truncated_fails_after_bounded_attempts() -> None:
+    route = respx.post(f"{BASE}/completions").mock(return_value=httpx.Response(200, content=b'{"choices": [{"te'))
+    budget = Budget()
+    with make_client(max_attempts=3, budget=budget) as c, \
+            pytest.raises(TruncatedResponseError, match="not JSON") as info:
+        c.send(Query(prompt="x"))
+    assert isinstance(info.value, APIConnectionError) and not isinstance(info.value, MalformedResponseError)
+    assert route.call_count == 3 and info.value.attempts == 3
+    assert budget.summary()["calls"] == 1 and budget.summary()["retries"] == 2
+
+
+@respx.mock
+def test_wrong_shape_is_a_clear_error_not_retried() -> None:
+    route = respx.post(f"{BASE}/completions").mock(return_value=httpx.Response(200, json={"choices": 3}))
     with make_client() as c, pytest.raises(MalformedResponseError, match="documented shape"):
         c.send(Query(prompt="x"))
+    assert route.call_count == 1  # whole and still wrong: a provider error, sending it again would not help
 
 
 @respx.mock

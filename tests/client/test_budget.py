@@ -109,7 +109,8 @@ def test_report_and_format() -> None:
     budget = Budget(calls=5)
     client(budget).send(Query(prompt="a"))
     assert "calls: 1 / 5" in budget.format()
-    assert budget.summary() == {"calls": 1, "sequences": 1, "tokens": 4, "cost_usd": 1.75e-05, "cache_hits": 0}
+    assert budget.summary() == {"calls": 1, "sequences": 1, "tokens": 4, "cost_usd": 1.75e-05, "cache_hits": 0,
+                                "retries": 0}
 
 
 def test_bad_limits_are_rejected() -> None:

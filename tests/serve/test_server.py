@@ -258,12 +258,12 @@ def test_engine_refuses_a_cache_keyword_the_model_ignores(local_server: LocalSer
     transformers 5.17 failure: the wrong keyword vanished into ``**kwargs``)."""
     engine = local_server.app.service.engine
     engine.check_prefix_reuse()  # the real keyword passes
-    right, engine._cache_arg = engine._cache_arg, "not_a_cache_keyword"
+    right, engine.forward.cache_arg = engine.forward.cache_arg, "not_a_cache_keyword"
     try:
         with pytest.raises(RuntimeError, match="shared-prefix pass differs from a plain pass"):
             engine.check_prefix_reuse()
     finally:
-        engine._cache_arg = right
+        engine.forward.cache_arg = right
 
 
 def test_concurrent_generations_decode_together(openai_client: Any, local_server: LocalServer) -> None:
@@ -323,7 +323,9 @@ BAD_BODIES: dict[str, tuple[dict[str, Any], int, str]] = {
     "too_long_with_tokens": ({"max_tokens": 8192}, 422, "context length"),
     "unknown_model": ({"model": "gpt-5"}, 404, "gpt-5"),
     "logprobs_above_max": ({"logprobs": 21}, 422, "logprobs"),
-    "n_zero": ({"n": 0}, 422, "n must be"),
+    "n_zero": ({"n": 0}, 422, "n: Input should be greater than or equal to 1"),
+    "max_tokens_negative": ({"max_tokens": -1}, 422, "max_tokens: Input should be greater than or equal to 0"),
+    "logprobs_negative": ({"logprobs": -1}, 422, "logprobs: Input should be greater than or equal to 0"),
     "n_not_int": ({"n": "two"}, 422, "n"),
     "label_words_empty": ({"label_words": []}, 422, "label_words"),
     "label_words_blank": ({"label_words": [""]}, 422, "label_words[0]"),
