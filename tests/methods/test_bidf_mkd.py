@@ -14,12 +14,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 pytest.importorskip("fastapi")
 
-from bbox_lfm import Client  # noqa: E402
-from bbox_lfm.adapters.mock import MockAdapter  # noqa: E402
-from bbox_lfm.errors import CapabilityError, ConfigError  # noqa: E402
-from bbox_lfm.methods import get, names  # noqa: E402
-from bbox_lfm.methods.bidf_mkd import BiDfMKD, discover_apis, kl, zo_gradient  # noqa: E402
-from bbox_lfm.types import Query, Response  # noqa: E402
+from bbox_lfm import Client
+from bbox_lfm.adapters.mock import MockAdapter
+from bbox_lfm.errors import CapabilityError, ConfigError
+from bbox_lfm.methods import get, names
+from bbox_lfm.methods.bidf_mkd import BiDfMKD, discover_apis, kl, zo_gradient
+from bbox_lfm.types import Query, Response
 
 # -- the zero-order estimator ---------------------------------------------------------------
 
