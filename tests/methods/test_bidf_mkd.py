@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,7 +139,8 @@ class Counting:
         return self.inner.models()
 
 
-def _client(url: str, zoo: Path, cache: Path, *, mode: str = "readwrite", counting: bool = False) -> Client:
+def _client(url: str, zoo: Path, cache: Path, *, mode: str = "readwrite", counting: bool = False,
+            budget: Any = None) -> Client:
     from bbox_lfm.adapters.openai_compat import OpenAICompatAdapter
     from bbox_lfm.profiles import load_profile
     from bbox_lfm.zoo import zoo_namespace
@@ -147,7 +149,7 @@ def _client(url: str, zoo: Path, cache: Path, *, mode: str = "readwrite", counti
     if counting:
         adapter = Counting(OpenAICompatAdapter(base_url=url, api_key="EMPTY", profile=load_profile("bbox-lfm")))
     return Client(url, provider="bbox-lfm", cache=cache, cache_mode=mode, cache_namespace=zoo_namespace(zoo),
-                  adapter=adapter)
+                  adapter=adapter, budget=budget)
 
 
 def test_models_lists_classifiers_and_the_route_checks_inputs(zoo_server: Any, tiny_zoo: Path,
@@ -205,6 +207,18 @@ def test_fit_through_two_served_apis_counts_every_query_and_replays(zoo_server: 
     assert m.meta_test(episodes=20, shot=1) == loaded.meta_test(episodes=20, shot=1)
 
 
+def test_budget_exhausted_mid_run_keeps_the_last_whole_visit(zoo_server: Any, tiny_zoo: Path,
+                                                             tmp_path: Path) -> None:
+    from bbox_lfm.budget import Budget
+
+    # an enclosing limit below the method's own 48 calls
+    with _client(zoo_server.base_url, tiny_zoo, tmp_path / "c.sqlite", budget=Budget(calls=30)) as client:
+        m = BiDfMKD(budget=48, q=4, samples_per_class=2, inversion_steps=6, replay_steps=1,
+                    hidden=8).fit(client, progress=False)
+    assert m.stopped_by_ == "budget" and len(m.curve_) == 2 and client.budget.summary()["calls"] == 30
+    assert m.meta_test(episodes=5)["episodes"] == 5
+
+
 def test_true_gradient_ablation_sends_nothing(tiny_zoo: Path) -> None:
     m = BiDfMKD(budget=24, q=8, samples_per_class=2, inversion_steps=6, replay_steps=1, hidden=16,
                 true_gradient=True, zoo_dir=str(tiny_zoo)).fit(None, progress=False)
@@ -241,6 +255,16 @@ def test_provider_without_classification_is_refused_before_sending() -> None:
         with pytest.raises(CapabilityError, match="classify"):
             BiDfMKD(budget=10, inversion_steps=5).fit(client, progress=False)
         with pytest.raises(CapabilityError, match="classify"):
+            client.classify(np.zeros((1, 1, 8, 8)), model="a")
+    # an API that answers top-1 only cannot drive the CE loss or the KL
+    from bbox_lfm.profiles import load_profile
+
+    base = load_profile("bbox-lfm")
+    top1 = dataclasses.replace(base, capabilities=dataclasses.replace(base.capabilities, classify="top1"))
+    with Client("http://127.0.0.1:9/v1", provider=top1, adapter=adapter, cache_mode="off") as client:
+        with pytest.raises(CapabilityError, match="probabilities"):
+            BiDfMKD(budget=10, inversion_steps=5).fit(client, progress=False)
+        with pytest.raises(CapabilityError, match="probabilities"):
             client.classify(np.zeros((1, 1, 8, 8)), model="a")
     assert adapter.calls == 0
 
