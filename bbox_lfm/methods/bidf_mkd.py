@@ -480,12 +480,7 @@ class BiDfMKD(Method):
 
     def _api_probs(self, api: Api, rows: np.ndarray) -> np.ndarray:
         """The API's probabilities on ``rows`` [n, d]: ONE classification request (one call)."""
-        if self.true_gradient:
-            import torch
-
-            with torch.no_grad():
-                z = self._opened(api)(torch.from_numpy(rows.astype(np.float32)))
-            return torch.softmax(z.double(), dim=1).numpy()
+        assert self.search_ is not None, "only the query-sending variants ask the API"
         self.calls_ += 1
         out = self.search_.classify(rows.reshape(len(rows), *self.input_shape_), model=api.id, output="probabilities")
         return np.asarray(out, dtype=np.float64)
