@@ -156,6 +156,7 @@ def test_models_lists_classifiers_and_the_route_checks_inputs(zoo_server: Any, t
                                                              tmp_path: Path) -> None:
     import httpx
 
+    assert zoo_server.app.service is None and zoo_server.model_id is None  # a zoo alone loads no language model
     cards = httpx.get(f"{zoo_server.base_url}/models").json()["data"]
     assert [c["id"] for c in cards] == ["digits-api-00", "digits-api-01"]
     meta = cards[0]["metadata"]
