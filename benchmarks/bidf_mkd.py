@@ -68,8 +68,9 @@ def _write(path: Path, doc: dict[str, Any]) -> None:
 
 def estimator_cosines(client: Any, zoo: Any, *, points: int, seed: int) -> dict[str, Any]:
     """The zero-order estimate's cosine to the true gradient of CE(API(x), y) at ``points`` inputs
-    per API on 5 APIs (real digits of the API's classes, so the loss is not saturated at 0 or at
-    its maximum), for each q; one classification request per (API, q)."""
+    per API on 5 APIs, for each q; one classification request per (API, q). Each input is the
+    mean of two real images of two of the API's classes, labelled as the first: on real images
+    alone the APIs are so sure that the loss is flat (its gradient under 1e-6 at most points)."""
     import numpy as np
     import torch
 
@@ -82,9 +83,10 @@ def estimator_cosines(client: Any, zoo: Any, *, points: int, seed: int) -> dict[
         cos = []
         for model in list(zoo.models.values())[:5]:
             x, labels = digits(model.classes)
-            pick = rng.choice(len(x), size=points, replace=False)
-            xs = x[pick].reshape(points, -1).astype(np.float64)
-            y = np.searchsorted(model.classes, labels[pick])
+            first = rng.choice(len(x), size=points, replace=False)
+            other = np.array([rng.choice(np.flatnonzero(labels != labels[i])) for i in first])
+            xs = (0.5 * (x[first] + x[other])).reshape(points, -1).astype(np.float64)
+            y = np.searchsorted(model.classes, labels[first])
 
             def loss(rows: np.ndarray, y: np.ndarray = y, model_id: str = model.id) -> np.ndarray:
                 p = client.classify(rows.reshape(len(rows), *zoo.input_shape), model=model_id)
@@ -97,7 +99,7 @@ def estimator_cosines(client: Any, zoo: Any, *, points: int, seed: int) -> dict[
             keep = np.linalg.norm(true, axis=1) > 1e-6  # a saturated point has no direction to find
             c = (g * true).sum(1) / (np.linalg.norm(g, axis=1) * np.linalg.norm(true, axis=1) + 1e-30)
             cos += list(c[keep])
-        out[str(q)] = {"mean": round(float(np.mean(cos)), 4), "n": len(cos),
+        out[str(q)] = {"mean": round(float(np.mean(cos)), 4), "n": len(cos), "of": 5 * points,
                        "expected_sqrt_q_over_q_plus_d": round(float(np.sqrt(q / (q + 64))), 4)}
         print(f"cosine at q={q}: {out[str(q)]}", flush=True)
     return out
@@ -199,6 +201,13 @@ def _summarise(doc: dict[str, Any]) -> None:
             row["gap_to_true_gradient"] = round(t["accuracy"] - a["accuracy"], 3)
             row["gap_intervals_sum"] = round(a["ci95"] + t["ci95"], 3)
         summary[shot] = row
+    # queries counted by the method = what went upstream + what the cache answered (a variant
+    # whose inversions repeat another's, e.g. no-boundary's support sets, gets them from the cache)
+    summary["table"] = {name: {"1-shot": f"{r['meta_test']['1-shot']['accuracy']:.1f} ± {r['meta_test']['1-shot']['ci95']:.1f}",
+                               "5-shot": f"{r['meta_test']['5-shot']['accuracy']:.1f} ± {r['meta_test']['5-shot']['ci95']:.1f}",
+                               "queries": r["budget_spent"]["calls"] + r["budget_spent"]["cache_hits"],
+                               "sent": r["budget_spent"]["calls"]}
+                        for name, r in v.items()}
     doc["summary"] = summary
 
 
