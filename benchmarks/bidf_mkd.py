@@ -95,6 +95,7 @@ def estimator_cosines(client: Any, zoo: Any, *, points: int, seed: int) -> dict[
             g = zo_gradient(loss, xs, q=q, mu=0.005, rng=rng)
             xt = torch.from_numpy(xs.astype(np.float32)).requires_grad_()
             torch.nn.functional.cross_entropy(torch_classifier(model)(xt), torch.from_numpy(y), reduction="sum").backward()
+            assert xt.grad is not None
             true = xt.grad.double().numpy()
             keep = np.linalg.norm(true, axis=1) > 1e-6  # a saturated point has no direction to find
             c = (g * true).sum(1) / (np.linalg.norm(g, axis=1) * np.linalg.norm(true, axis=1) + 1e-30)
