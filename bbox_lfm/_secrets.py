@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import traceback
 from collections.abc import Iterable
 
-__all__ = ["install_log_redaction", "redact"]
+__all__ = ["install_log_redaction", "redact", "scrub_exception"]
 
 # Key-shaped strings that providers echo back (OpenAI's 401 quotes a masked key).
 _PATTERNS = (
@@ -26,6 +27,31 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     for pat in _PATTERNS[1:]:
         text = pat.sub(lambda m: m.group(1) + "***", text)
     return text
+
+
+def scrub_exception(exc: BaseException | None, secrets: Iterable[str | None] = ()) -> None:
+    """Redact ``exc`` and every exception it chains, in place (``args``, ``message``, ``body``).
+
+    A provider may quote the key back in its error (OpenAI's 401 does); the SDK's exception is
+    kept as the ``__cause__`` of ours for debugging, and a traceback prints it, so it is cleaned
+    before it is chained.
+    """
+    secrets = list(secrets)
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in exc.args)
+        for name in ("message", "body"):
+            value = getattr(exc, name, None)
+            if isinstance(value, str):
+                setattr(exc, name, redact(value, secrets))
+            elif isinstance(value, (dict, list)):
+                text = redact(json.dumps(value), secrets)
+                try:
+                    setattr(exc, name, json.loads(text))
+                except ValueError:
+                    setattr(exc, name, text)
+        exc = exc.__cause__ or exc.__context__
 
 
 class _RedactFilter(logging.Filter):

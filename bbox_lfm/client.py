@@ -10,29 +10,33 @@ query, however many attempts the retry layer needed.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlparse
 
 from .adapters.base import Sender
-from .budget import Budget
+from .budget import Budget, charge_calls
 from .errors import CapabilityError, ConfigError, check
 from .layers.budget import BudgetLayer
 from .layers.cache import CACHE_MODES, CacheLayer
 from .layers.ratelimit import RateLimitLayer
 from .layers.retry import RetryLayer
-from .profiles import ProviderProfile, load_profile
+from .profiles import ProviderProfile, load_profile, probed_profile
 from .types import Capabilities, Query, Response
 
 if TYPE_CHECKING:
     from .scoring import Scores
 
 __all__ = ["Client"]
+
+_log = logging.getLogger(__name__)
 
 PLACEHOLDER_KEY = "EMPTY"
 
@@ -49,10 +53,13 @@ class Client:
       base_url: the endpoint (``.../v1``); default ``$OPENAI_BASE_URL``, else the profile's.
       api_key: default from the profile's key variable (``OPENAI_API_KEY`` for openai); a
         placeholder is used for providers that need none (local servers).
-      model: default model for queries that name none; default the profile's.
-      provider: a profile name (``openai``, ``vllm``, ``llama-cpp``, ``bbox-lfm``, ``generic``),
-        a path to a TOML profile, or a :class:`ProviderProfile`. Default: ``bbox-lfm`` for a
-        loopback URL, ``openai`` for api.openai.com, else ``generic``.
+      model: default model for queries that name none; default the profile's, else the one
+        model the server lists (:meth:`resolve_model`).
+      provider: a profile name (``openai``, ``vllm``, ``llama-cpp``, ``ollama``, ``bbox-lfm``,
+        ``generic``), a path to a TOML profile, or a :class:`ProviderProfile`. Default: ``bbox-lfm``
+        for a loopback URL, ``openai`` for api.openai.com, else ``generic``. A profile that
+        ``bbox-lfm providers probe`` wrote for this URL is used instead of a named one (of the
+        same name, or when none is named) unless ``probed=False``.
       budget: limits for everything this client sends (default: unlimited, still counted).
       cache: a store object, a path to an SQLite file, or None for the default cache location.
       cache_mode: ``off``, ``readwrite``, ``replay`` or ``record``.
@@ -60,6 +67,10 @@ class Client:
       adapter: a sender to use instead of the HTTP adapter (a ``MockAdapter`` in tests).
       cache_namespace: what identifies the provider in cache keys (default: the base URL). A
         local server on a random port gets a stable namespace, so its answers replay.
+      embeddings: for a profile with ``prompt_embeds`` (vLLM ``--enable-prompt-embeds``), the
+        served model's tokenizer and input embeddings (a Hugging Face folder or GGUF path, or an
+        ``EmbeddingTable``; default ``$BBOX_LFM_EMBEDDINGS``): soft prompts then travel as
+        prompt embeddings (:mod:`bbox_lfm.adapters.prompt_embeds`).
       sleep, clock: injected into retry and rate limiting for deterministic tests.
     """
 
@@ -67,16 +78,17 @@ class Client:
                  provider: str | ProviderProfile | None = None, budget: Budget | None = None,
                  cache: Any = None, cache_mode: str | None = None, max_concurrency: int = 16,
                  timeout: float = 120.0, max_attempts: int = 6, adapter: Sender | None = None,
-                 cache_namespace: str | None = None,
+                 cache_namespace: str | None = None, probed: bool = True, embeddings: Any = None,
                  requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
         cache_mode = cache_mode or os.environ.get("BBOX_LFM_CACHE_MODE", "readwrite")
         check(cache_mode in CACHE_MODES, "cache_mode", f"one of {CACHE_MODES}", cache_mode)
         check(max_concurrency >= 1, "max_concurrency", ">= 1", max_concurrency)
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        self.profile = self._resolve_profile(provider, base_url)
+        self.profile = self._resolve_profile(provider, base_url, probed)
         self.base_url = (base_url or self.profile.base_url).rstrip("/")
         self.model = model or self.profile.default_model or None
+        self.model_source = "given" if model else ("profile" if self.model else "")
         self.cache_namespace = cache_namespace or self.base_url
         self.max_concurrency = max_concurrency
         self.cache_mode = cache_mode
@@ -87,10 +99,16 @@ class Client:
 
             adapter = OpenAICompatAdapter(base_url=self.base_url, api_key=self._resolve_key(api_key),
                                           profile=self.profile, timeout=timeout)
+        embeddings = embeddings if embeddings is not None else os.environ.get("BBOX_LFM_EMBEDDINGS")
+        if self.profile.capabilities.prompt_embeds and embeddings:
+            from .adapters.prompt_embeds import wrap_prompt_embeds
+
+            adapter, self.profile = wrap_prompt_embeds(adapter, self.profile, embeddings)
         self.adapter = adapter
         rpm = self.profile.requests_per_minute if requests_per_minute is None else requests_per_minute
         tpm = self.profile.tokens_per_minute if tokens_per_minute is None else tokens_per_minute
-        self._upstream: Sender = RateLimitLayer(RetryLayer(adapter, max_attempts=max_attempts, sleep=sleep),
+        self._retry = RetryLayer(adapter, max_attempts=max_attempts, sleep=sleep)
+        self._upstream: Sender = RateLimitLayer(self._retry,
                                                 requests_per_minute=rpm, tokens_per_minute=tpm,
                                                 clock=clock, sleep=sleep)
         self.store = self._open_store(cache) if cache_mode != "off" else None
@@ -104,14 +122,17 @@ class Client:
     # -- construction -------------------------------------------------------------------------
 
     @staticmethod
-    def _resolve_profile(provider: str | ProviderProfile | None, base_url: str | None) -> ProviderProfile:
+    def _resolve_profile(provider: str | ProviderProfile | None, base_url: str | None,
+                         probed: bool = True) -> ProviderProfile:
         if isinstance(provider, ProviderProfile):
             return provider
+        provider = provider if provider is not None else os.environ.get("BBOX_LFM_PROVIDER") or None
+        if probed and (provider is None or not str(provider).endswith(".toml")):
+            found = probed_profile(base_url)
+            if found is not None and (provider is None or found.name == provider):
+                return found  # measured beats documented
         if provider is not None:
             return load_profile(provider)
-        env = os.environ.get("BBOX_LFM_PROVIDER")
-        if env:
-            return load_profile(env)
         if base_url is None or "api.openai.com" in base_url:
             return load_profile("openai")
         return load_profile("bbox-lfm" if _is_loopback(base_url) else "generic")
@@ -190,10 +211,24 @@ class Client:
     def send(self, query: Query) -> Response:
         """Send one query through the whole stack (the client's model fills in a missing one)."""
         if query.model is None:
-            if not self.model:
-                raise ConfigError("model must be given in the query or to the Client; got None")
-            query = query.with_model(self.model)
+            query = query.with_model(self.model or self.resolve_model())
         return self._stack.send(query)
+
+    def resolve_model(self) -> str:
+        """This client's model; when none was named (nor by the profile), the one model the
+        server lists in ``GET /models``, taken once and logged (``model_source`` says so)."""
+        with self._info_lock:
+            if self.model:
+                return self.model
+            listed = [str(m["id"]) for m in self.models() if isinstance(m, dict) and m.get("id")]
+            if len(listed) != 1:
+                raise ConfigError(f"model must be given in the query or to the Client; got None, and "
+                                  f"{self.base_url} lists {len(listed)} models {listed[:10]}, not exactly one")
+            self.model = listed[0]
+            self.model_source = "the one model the server lists"
+            self.budget.price = self.profile.price(self.model)
+            _log.info("no model named; using %r, the one model %s lists", self.model, self.base_url)
+            return self.model
 
     def send_many(self, queries: Sequence[Query], *, max_concurrency: int | None = None) -> list[Response]:
         """Send ``queries`` concurrently on a thread pool; answers come back in the same order.
@@ -216,26 +251,43 @@ class Client:
     def score(self, prompts: Sequence[str], label_words: Sequence[str], *,
               extra: Mapping[str, Any] | None = None, strategy: str = "auto", endpoint: str = "completions",
               top_k: int | None = None, max_concurrency: int | None = None) -> Scores:
-        """Log-probabilities of each label word right after each prompt (see :mod:`bbox_lfm.scoring`)."""
+        """Log-probabilities of each label word right after each prompt (see :mod:`bbox_lfm.scoring`).
+
+        One *call* in every budget (however many requests the provider needs for it)."""
         from .scoring import score
 
-        return score(self, prompts, label_words, extra=extra, strategy=strategy, endpoint=endpoint,
-                     top_k=top_k, max_concurrency=max_concurrency)
+        with self._call():
+            return score(self, prompts, label_words, extra=extra, strategy=strategy, endpoint=endpoint,
+                         top_k=top_k, max_concurrency=max_concurrency)
 
     def generate(self, prompts: Sequence[str], *, max_tokens: int = 64, temperature: float = 0.0,
                  endpoint: str = "completions", sample_id: int | None = None, **kw: Any) -> list[str]:
-        """Generated text for each prompt (chat prompts become one user message each)."""
-        if endpoint == "chat":
-            qs = [Query(endpoint="chat", messages=({"role": "user", "content": p},), max_tokens=max_tokens,
-                        temperature=temperature, sample_id=sample_id, **kw) for p in prompts]
-            return [r.text for r in self.send_many(qs)]
-        batch = max(1, self.capabilities.max_batch)
-        qs = [Query(prompt=tuple(prompts[i:i + batch]), max_tokens=max_tokens, temperature=temperature,
-                    sample_id=sample_id, **kw) for i in range(0, len(prompts), batch)]
-        return [c.text for r in self.send_many(qs) for c in r.choices]
+        """Generated text for each prompt (chat prompts become one user message each); one call."""
+        with self._call():
+            if endpoint == "chat":
+                qs = [Query(endpoint="chat", messages=({"role": "user", "content": p},), max_tokens=max_tokens,
+                            temperature=temperature, sample_id=sample_id, **kw) for p in prompts]
+                return [r.text for r in self.send_many(qs)]
+            batch = max(1, self.capabilities.max_batch)
+            qs = [Query(prompt=tuple(prompts[i:i + batch]), max_tokens=max_tokens, temperature=temperature,
+                        sample_id=sample_id, **kw) for i in range(0, len(prompts), batch)]
+            return [c.text for r in self.send_many(qs) for c in r.choices]
+
+    @contextlib.contextmanager
+    def _call(self) -> Iterator[None]:
+        """Count one method call in this client's budget and every enclosing one: refused before
+        anything is sent when a calls limit is reached, given back when no answer came."""
+        charge_calls(self._hit_budgets)
+        try:
+            yield
+        except BaseException:
+            for b in self._hit_budgets:
+                b.refund_call()
+            raise
 
     def classify(self, inputs: Any, *, model: str | None = None, output: str = "probabilities") -> Any:
-        """Ask a classifier model about every row of ``inputs`` in ONE query (one call).
+        """Ask a classifier model about every row of ``inputs`` in ONE request: one call in every
+        budget, answered from the cache or not.
 
         Returns a float array: ``[rows, classes]`` probabilities or logits, or ``[rows]`` class
         indices for ``output="top1"``. The provider profile's ``classify`` capability says the
@@ -244,14 +296,17 @@ class Client:
         """
         from .classify import classify
 
-        return classify(self, inputs, model=model, output=output)
+        with self._call():
+            return classify(self, inputs, model=model, output=output)
 
     # -- provider facts -----------------------------------------------------------------------
 
     def models(self) -> list[dict[str, Any]]:
         """The provider's model list (with bbox-lfm metadata where the server gives it)."""
         lister = getattr(self.adapter, "models", None)
-        return list(lister()) if lister else []
+        # not a query (no budget, no cache: model_info is memoised), but a request all the same,
+        # so a dropped connection or a 503 is retried like one
+        return list(self._retry.call(lister)[0]) if lister else []
 
     def model_info(self) -> dict[str, Any]:
         """Metadata of this client's model from ``GET /models`` (hidden size, layers, embedding
@@ -277,9 +332,10 @@ class Client:
             if not caps.has(name):
                 raise CapabilityError(name, self.profile.name, needed_by=needed_by,
                                       hint="bbox-lfm's local server (provider 'bbox-lfm', `bbox-lfm serve`) has it")
-        if min_top_logprobs and caps.max_top_logprobs < min_top_logprobs:
+        most = max(caps.max_top_logprobs if caps.logprobs else 0, caps.chat_max_top_logprobs if caps.chat_logprobs else 0)
+        if min_top_logprobs and most < min_top_logprobs:
             raise CapabilityError(f"top_logprobs >= {min_top_logprobs}", self.profile.name, needed_by=needed_by,
-                                  hint=f"it returns at most {caps.max_top_logprobs}")
+                                  hint=f"it returns at most {most}")
 
     def budget_report(self) -> dict[str, Any]:
         """Spent and limit per unit, cache hits and dollars saved."""

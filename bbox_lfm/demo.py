@@ -53,11 +53,12 @@ def main(argv: list[str] | None = None) -> int:
             replayed = run(get("bbt")(**bbt.get_config()), client.with_cache_mode("replay"), task, seed=args.seed,
                            progress=False)
     print()
-    print(f"{'':<12}{'dev acc':>9}{'eval acc':>10}{'search calls':>14}")
+    print(f"{'':<12}{'dev acc':>9}{'eval acc':>10}{'search calls':>14}{'requests':>10}")
     for name, r in (("zero-shot", zero), ("BBT", tuned), ("BBT replay", replayed)):
         dev = r.dev["accuracy"] if r.dev else float("nan")
-        print(f"{name:<12}{dev:>9.3f}{r.eval['accuracy']:>10.3f}{r.budget_spent['calls']:>14}")
-    print(f"\nreplay sent {replayed.budget_spent['calls'] + replayed.eval_spent['calls']} queries "
+        print(f"{name:<12}{dev:>9.3f}{r.eval['accuracy']:>10.3f}{r.budget_spent['calls']:>14}"
+              f"{r.budget_spent['requests']:>10}")
+    print(f"\nreplay sent {replayed.budget_spent['requests'] + replayed.eval_spent['requests']} requests "
           f"({replayed.budget_spent['cache_hits'] + replayed.eval_spent['cache_hits']} cache hits); "
           f"same prompt as the first run: {replayed.prompt == tuned.prompt}")
     print(f"results: {out}/zero-shot.json, {out}/bbt.json")

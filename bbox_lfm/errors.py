@@ -105,10 +105,12 @@ class CacheError(BBoxError, RuntimeError):
 class CacheMiss(CacheError, LookupError):
     """Replay mode found no cached answer for the query; nothing was sent."""
 
-    def __init__(self, key: str, description: str):
+    def __init__(self, key: str, description: str, hint: str | None = None):
         self.key = key
         self.description = description
-        super().__init__(f"replay mode: no cached answer for {description} (key {key[:16]}); nothing was sent")
+        self.hint = hint  # what differs from the nearest recorded query, when the store could tell
+        super().__init__(f"replay mode: no cached answer for {description} (key {key[:16]}); nothing was sent"
+                         + (f"; {hint}" if hint else ""))
 
 
 class CacheCorrupt(CacheError, OSError):

@@ -4,10 +4,16 @@ limits, prices).
 The shipped profiles live in the top-level ``providers/`` folder (installed as the package
 ``bbox_lfm.providers``). A user adds their own by putting ``NAME.toml`` files in a folder named
 by ``$BBOX_LFM_PROVIDERS_DIR`` (searched first) or by passing a path to :func:`load_profile`.
+
+``bbox-lfm providers probe --base-url URL`` asks a running server what it does and writes a
+*probed* profile under the cache directory (:func:`probed_profile_path`); the client prefers it
+for that URL (:func:`probed_profile`) over the named profile, whose values are what each
+server's documentation says.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -20,7 +26,8 @@ from typing import Any
 from .errors import ConfigError
 from .types import Capabilities
 
-__all__ = ["Price", "ProviderProfile", "available_profiles", "load_profile"]
+__all__ = ["Price", "ProviderProfile", "available_profiles", "load_profile", "probed_profile",
+           "probed_profile_path"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +55,12 @@ class ProviderProfile:
     requests_per_minute: float = 0.0
     tokens_per_minute: float = 0.0
     prices: Mapping[str, Price] = field(default_factory=lambda: MappingProxyType({}))
+    source: str = ""  # where the values come from: a shipped file, or "probed <url> at <time>"
+
+    @property
+    def probed(self) -> bool:
+        """True for a profile written by ``bbox-lfm providers probe``."""
+        return self.source.startswith("probed")
 
     def price(self, model: str | None) -> Price:
         """The price of ``model``, else the profile's default price, else free."""
@@ -69,7 +82,7 @@ class ProviderProfile:
             capabilities=Capabilities.from_mapping(data.get("capabilities", {})),
             requests_per_minute=float(limits.get("requests_per_minute", 0) or 0),
             tokens_per_minute=float(limits.get("tokens_per_minute", 0) or 0),
-            prices=MappingProxyType(prices),
+            prices=MappingProxyType(prices), source=str(data.get("source") or source),
         )
 
 
@@ -78,15 +91,16 @@ def _search_dirs() -> list[Path]:
     user = os.environ.get("BBOX_LFM_PROVIDERS_DIR")
     if user:
         dirs.append(Path(user))
-    # A source checkout on PYTHONPATH reads its own providers/ first: an editable install of
-    # another checkout would otherwise map bbox_lfm.providers to that checkout's folder.
+    # a source checkout (this package's folder beside providers/) reads its own profiles, not
+    # those of another checkout that an editable install maps ``bbox_lfm.providers`` to
     checkout = Path(__file__).resolve().parent.parent / "providers"
     if (checkout / "bbox-lfm.toml").is_file():
         dirs.append(checkout)
+        return dirs
     try:
         dirs.append(Path(str(resources.files("bbox_lfm.providers"))))
     except ModuleNotFoundError:
-        pass
+        dirs.append(checkout)
     return dirs
 
 
@@ -116,3 +130,32 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> ProviderProfile:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"provider profile {str(path)!r} could not be read: {exc}") from exc
     return ProviderProfile.from_mapping(data, source=str(path))
+
+
+def _profiles_cache_dir() -> Path:
+    from .stores.sqlite import default_cache_path
+
+    return default_cache_path().parent / "profiles"
+
+
+def probed_profile_path(base_url: str) -> Path:
+    """Where ``bbox-lfm providers probe`` keeps the profile it wrote for ``base_url``: under the
+    cache directory, one file per URL (its host and port in the name, for people to read)."""
+    url = base_url.rstrip("/")
+    slug = "".join(c if c.isalnum() else "-" for c in url.split("://", 1)[-1]).strip("-")[:60]
+    digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:12]
+    return _profiles_cache_dir() / f"{slug}-{digest}.toml"
+
+
+def probed_profile(base_url: str | None) -> ProviderProfile | None:
+    """The probed profile cached for ``base_url``, or None (also when it cannot be read:
+    a stale or broken file must never stop a run that names its provider)."""
+    if not base_url or os.environ.get("BBOX_LFM_PROBED_PROFILES", "on").lower() in ("0", "off", "no", "false"):
+        return None
+    path = probed_profile_path(base_url)
+    if not path.is_file():
+        return None
+    try:
+        return load_profile(path)
+    except ConfigError:
+        return None

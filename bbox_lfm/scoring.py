@@ -95,12 +95,16 @@ def score(client: Client, prompts: Sequence[str], label_words: Sequence[str], *,
     if strategy == "exact" and not caps.label_words:
         raise CapabilityError("label_words", client.profile.name, needed_by="exact scoring",
                               hint="use strategy='topk'")
-    if strategy == "topk" and not caps.logprobs:
-        raise CapabilityError("logprobs", client.profile.name, needed_by="label-word scoring")
+    # hosted chat APIs return up to 20 top tokens where their legacy Completions return 5
+    has_lp, limit = ((caps.chat_logprobs, caps.chat_max_top_logprobs) if endpoint == "chat"
+                     else (caps.logprobs, caps.max_top_logprobs))
+    if strategy == "topk" and not (has_lp and limit >= 1):
+        raise CapabilityError("chat_logprobs" if endpoint == "chat" else "logprobs", client.profile.name,
+                              needed_by="label-word scoring")
     if not prompts:
         return Scores(np.zeros((0, len(label_words))), strategy)
     extra = dict(extra or {})
-    k = min(top_k or caps.max_top_logprobs, caps.max_top_logprobs)
+    k = min(top_k or limit, limit)
 
     if endpoint == "chat":
         queries = [Query(endpoint="chat", messages=({"role": "user", "content": p},), max_tokens=1,

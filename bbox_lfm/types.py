@@ -18,7 +18,8 @@ from .errors import check
 
 __all__ = ["CLASSIFY_OUTPUTS", "Capabilities", "Choice", "Query", "Response", "TokenLogprobs", "Usage"]
 
-Endpoint = Literal["completions", "chat", "classify"]
+Endpoint = Literal["completions", "chat", "hidden_stats", "classify"]
+ENDPOINTS = ("completions", "chat", "hidden_stats", "classify")
 #: what a classification query may ask for, least to most revealing
 CLASSIFY_OUTPUTS = ("top1", "probabilities", "logits")
 
@@ -51,7 +52,10 @@ class Query:
     """One request to a provider.
 
     ``prompt`` holds one or more prompts for the legacy Completions endpoint (one request, many
-    sequences); ``messages`` is a chat conversation. ``extra`` is sent as extra fields of the
+    sequences); ``messages`` is a chat conversation. ``hidden_stats`` is the local server's
+    ``POST /v1/bbox/hidden_stats`` extension, its texts in ``prompt`` (and ``max_tokens=0``): an
+    extension request is a query like any other, so it is cached, budgeted, throttled and
+    retried. ``extra`` is sent as extra fields of the
     request body (the ``openai`` client's ``extra_body``): engine-specific options such as the
     local server's ``soft_prompt`` or ``label_words``. ``sample_id`` tells repeated sampling
     queries apart, so that n samples are n cache entries rather than one.
@@ -79,8 +83,7 @@ class Query:
     sample_id: int | None = None
 
     def __post_init__(self) -> None:
-        check(self.endpoint in ("completions", "chat", "classify"), "endpoint", "'completions', 'chat' or 'classify'",
-              self.endpoint)
+        check(self.endpoint in ENDPOINTS, "endpoint", f"one of {ENDPOINTS}", self.endpoint)
         if isinstance(self.prompt, str):
             object.__setattr__(self, "prompt", (self.prompt,))
         else:
@@ -89,8 +92,8 @@ class Query:
         if self.stop is not None:
             object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
         object.__setattr__(self, "extra", _frozen_map(self.extra))
-        if self.endpoint == "completions":
-            check(len(self.prompt) > 0, "prompt", "at least one prompt for the completions endpoint", self.prompt)
+        if self.endpoint in ("completions", "hidden_stats"):
+            check(len(self.prompt) > 0, "prompt", f"at least one prompt for the {self.endpoint} endpoint", self.prompt)
             check(all(isinstance(p, str) for p in self.prompt), "prompt", "strings", self.prompt)
         elif self.endpoint == "chat":
             check(len(self.messages) > 0, "messages", "a non-empty conversation for the chat endpoint", self.messages)
@@ -111,7 +114,7 @@ class Query:
         """Sequences this query asks the model for (prompts x n; rows for a classification)."""
         if self.endpoint == "classify":
             return int(self.extra["inputs"]["shape"][0])
-        return (len(self.prompt) if self.endpoint == "completions" else 1) * self.n
+        return (len(self.prompt) if self.endpoint != "chat" else 1) * self.n
 
     @property
     def sampling(self) -> bool:
@@ -147,14 +150,14 @@ class Query:
 
     def describe(self) -> str:
         """A short, secret-free description for error messages."""
-        if self.endpoint == "completions":
-            first = self.prompt[0]
-            head = first[:60] + ("..." if len(first) > 60 else "")
-            return (f"completions query for model {self.model!r} with {len(self.prompt)} prompt(s), "
-                    f"first {head!r}, extra fields {sorted(self.extra)}")
         if self.endpoint == "classify":
             return (f"classify query for model {self.model!r} with {self.sequences} input(s) of shape "
                     f"{list(self.extra['inputs']['shape'][1:])}, output {self.extra.get('output')!r}")
+        if self.endpoint != "chat":
+            first = self.prompt[0]
+            head = first[:60] + ("..." if len(first) > 60 else "")
+            return (f"{self.endpoint} query for model {self.model!r} with {len(self.prompt)} prompt(s), "
+                    f"first {head!r}, extra fields {sorted(self.extra)}")
         return f"chat query for model {self.model!r} with {len(self.messages)} message(s), extra fields {sorted(self.extra)}"
 
 
@@ -266,18 +269,29 @@ class Response:
 
 @dataclass(frozen=True, kw_only=True)
 class Capabilities:
-    """What a provider can do; methods check these before sending anything."""
+    """What a provider can do; methods check these before sending anything.
+
+    ``max_top_logprobs`` is the legacy Completions endpoint's limit, ``chat_max_top_logprobs``
+    the Chat endpoint's (OpenAI: 5 and 20). ``echo_max_tokens`` is what to send as
+    ``max_tokens`` with ``echo`` to read a prompt's own tokens: 0 where the server then scores
+    the prompt only, 1 where it reads 0 as "no limit" (llama.cpp) and one token must be
+    generated and set aside. ``prompt_embeds`` is vLLM's ``--enable-prompt-embeds`` input.
+    """
 
     completions: bool = True
     chat: bool = True
     logprobs: bool = True
     max_top_logprobs: int = 5
+    chat_logprobs: bool = True
+    chat_max_top_logprobs: int = 5
     echo: bool = False
+    echo_max_tokens: int = 0
     max_batch: int = 1
     soft_prompt: bool = False
     deep_prompt: bool = False
     label_words: bool = False
     hidden_stats: bool = False
+    prompt_embeds: bool = False
     #: classifier models: "" (none), or the most revealing answer allowed ("top1" < "probabilities" < "logits")
     classify: str = ""
 

@@ -19,7 +19,6 @@ printed as Markdown for the README.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -30,11 +29,12 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+import bundle as bundle_file  # benchmarks/bundle.py
+
 from bbox_lfm import Client
 from bbox_lfm.commands.report import runs_table, summary_table
 from bbox_lfm.methods import get
 from bbox_lfm.methods.harness import run
-from bbox_lfm.results import write_result
 from bbox_lfm.tasks import load_task
 
 
@@ -70,7 +70,7 @@ def main() -> int:
 
         server = start_local()
     out = Path(args.out)
-    previous = json.loads(out.read_text()) if out.is_file() else {}
+    previous = bundle_file.load(out) if out.is_file() else {}
     # runs of earlier invocations stay; a run done again replaces its old entry
     runs = {_key(r): r for r in previous.get("runs", [])}
     t_start = time.perf_counter()
@@ -93,9 +93,10 @@ def main() -> int:
                         runs[_key(result.to_json())] = result.to_json()
                         print(f"{name} seed {seed} {label}: dev {result.dev['accuracy']:.3f} eval "
                               f"{result.eval['accuracy']:.3f} (n={result.eval['n']}) sent "
-                              f"{result.eval_spent['calls']} eval requests, {time.perf_counter() - t0:.0f} s",
+                              f"{result.eval_spent['requests']} eval requests, {time.perf_counter() - t0:.0f} s",
                               flush=True)
-                        write_result(out, bundle(list(runs.values()), args, client, time.perf_counter() - t_start))
+                        bundle_file.dump(out, bundle(list(runs.values()), args, client, time.perf_counter() - t_start),
+                                         "baselines")
     finally:
         if server is not None:
             server.stop()

@@ -162,7 +162,7 @@ def main() -> int:
                        "platform": platform.platform(), "load_average_at_start": round(load_start, 2),
                        "load_average_at_end": round(os.getloadavg()[0], 2), "rounds": args.rounds}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.write_text(json.dumps({"kind": "speed", **result}, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}))
     return 0
 

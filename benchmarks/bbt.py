@@ -46,10 +46,10 @@ def _missing(data: dict[str, Any]) -> dict[str, list[int]]:
 
 def _save(path: Path, data: dict[str, Any]) -> None:
     """Write the results, with the (method, seed) runs still missing named in ``missing``."""
-    from bbox_lfm.results import write_result
+    import bundle
 
     data["missing"] = _missing(data)
-    write_result(path, data)
+    bundle.dump(path, data, "bbt")
 
 
 def _set_bar(data: dict[str, Any]) -> None:
@@ -208,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         "baselines": {}, "runs": {}, "summary": {},
     }
     if out.is_file():  # resume: keep the runs an interrupted benchmark of the same settings finished
-        old = json.loads(out.read_text())
+        import bundle
+
+        old = bundle.load(out)
         if (old.get("budget_calls"), old.get("eval_limit"), old.get("model")) == (args.budget, args.eval_limit,
                                                                                    client.model):
             data["runs"], data["summary"] = old.get("runs", {}), old.get("summary", {})

@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bundle  # benchmarks/bundle.py
+
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 BUDGET = 1000  # benchmarks/bbt.py's default search budget, in calls
@@ -72,8 +74,10 @@ def _fill(doc: dict[str, Any], runs: dict[str, dict[str, Any]], *, model: str, p
 
 
 def _dump(out: Path, doc: dict[str, Any]) -> None:
+    import bundle
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    bundle.dump(out, doc, "bdpl")
 
 
 def _write(out: Path, doc: dict[str, Any], client: Any, args: argparse.Namespace, argv: list[str] | None,
@@ -107,14 +111,14 @@ def _beside() -> dict[str, Any]:
     out: dict[str, Any] = {}
     bbt = RESULTS / "bbt.json"
     if bbt.is_file():
-        d = json.loads(bbt.read_text(encoding="utf-8"))
+        d = bundle.load(bbt)
         base = d.get("baselines") or {}
         out["bbt.json"] = {"budget_calls": d.get("budget_calls"), "eval_limit": d.get("eval_limit"),
                            "machine": d.get("machine"), "partial": d.get("partial"), "summary": d.get("summary"),
                            "zero_shot_plain_template": base.get("zero_shot_plain_template")}
     baselines = RESULTS / "baselines.json"
     if baselines.is_file():
-        d = json.loads(baselines.read_text(encoding="utf-8"))
+        d = bundle.load(baselines)
         out["baselines.json"] = [{"method": r["extra"].get("label", r["method"]), "seed": r["seed"],
                                   "eval": r["eval"]} for r in d.get("runs", []) if r.get("task") == "sst2"]
     return out
@@ -172,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     from bbox_lfm.tasks import evaluate, load_task, subsample
 
     out = Path(args.out)
-    old: dict[str, Any] = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
+    old: dict[str, Any] = bundle.load(out) if out.is_file() else {}
     doc = old
     if old.get("budget_calls") != args.budget or old.get("eval_limit") != args.eval_limit:
         doc = {}  # another configuration: start over (the cache still replays what it can)

@@ -202,12 +202,12 @@ def _summarise(doc: dict[str, Any]) -> None:
             row["gap_to_true_gradient"] = round(t["accuracy"] - a["accuracy"], 3)
             row["gap_intervals_sum"] = round(a["ci95"] + t["ci95"], 3)
         summary[shot] = row
-    # queries counted by the method = what went upstream + what the cache answered (a variant
-    # whose inversions repeat another's, e.g. no-boundary's support sets, gets them from the cache)
+    # queries = the method's calls (answered from the cache or not); sent = requests that went
+    # upstream (a variant whose inversions repeat another's, e.g. no-boundary's support sets,
+    # gets them from the cache)
     summary["table"] = {name: {"1-shot": f"{r['meta_test']['1-shot']['accuracy']:.1f} ± {r['meta_test']['1-shot']['ci95']:.1f}",
                                "5-shot": f"{r['meta_test']['5-shot']['accuracy']:.1f} ± {r['meta_test']['5-shot']['ci95']:.1f}",
-                               "queries": r["budget_spent"]["calls"] + r["budget_spent"]["cache_hits"],
-                               "sent": r["budget_spent"]["calls"]}
+                               "queries": r["budget_spent"]["calls"], "sent": r["budget_spent"]["requests"]}
                         for name, r in v.items()}
     doc["summary"] = summary
 

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(json.dumps(result, sort_keys=True))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        Path(args.out).write_text(json.dumps({"kind": "speed", **result}, indent=2, sort_keys=True) + "\n")
     return result
 
 

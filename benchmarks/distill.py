@@ -41,7 +41,6 @@ import argparse
 import functools
 import inspect
 import itertools
-import json
 import os
 import platform
 import sys
@@ -63,7 +62,9 @@ def best_template(task: Any, client: Any) -> tuple[str, tuple[str, ...], str]:
     run, else by running best-of-N here (5 templates x 32 dev examples through the teacher)."""
     path = ROOT / "results" / "baselines.json"
     if path.is_file():
-        runs = json.loads(path.read_text()).get("runs", [])
+        import bundle
+
+        runs = bundle.load(path).get("runs", [])
         for r in runs:
             if r.get("task") == "sst2" and r.get("method") == "best-of-n" and r.get("seed") == SEED \
                     and isinstance(r.get("prompt"), dict):
@@ -104,15 +105,17 @@ class Bench:
                         "python": sys.version.split()[0]},
             "runs": [], "notes": []}
         if OUT.is_file():  # runs of an earlier invocation with other settings stay, marked as such
-            old = json.loads(OUT.read_text())
+            import bundle
+
+            old = bundle.load(OUT)
             self.result["previous_invocation"] = {k: old.get(k) for k in ("args", "runs", "gold_only", "speed",
                                                                           "ceiling")}
 
     def save(self) -> None:
         self.encoder.save_cache(self.emb_path)
-        from bbox_lfm.results import write_result
+        import bundle
 
-        write_result(OUT, self.result)
+        bundle.dump(OUT, self.result, "distill")
 
     def teacher_eval(self) -> None:
         from bbox_lfm.methods.teacher import Teacher, as_input
@@ -252,19 +255,19 @@ class Bench:
 
 def speed_only(n: int, eval_limit: int | None) -> int:
     """Rerun the teacher-vs-student speed probe and write it into the existing results file."""
-    from bbox_lfm.results import write_result
+    import bundle
 
     if not OUT.is_file():
         print(f"{OUT} does not exist: run the benchmark first", file=sys.stderr)
         return 2
-    saved = json.loads(OUT.read_text())
+    saved = bundle.load(OUT)
     b = Bench(eval_limit)
     try:
         b.speed(n)
     finally:
         b.server.stop()
     saved["speed"] = b.result["speed"]
-    write_result(OUT, saved)
+    bundle.dump(OUT, saved, "distill")
     return 0
 
 

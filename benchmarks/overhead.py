@@ -35,7 +35,7 @@ def handler(q: Query) -> Response:
 def overhead(store: object, n: int) -> dict[str, float]:
     adapter = MockAdapter(handler)
     client = Client("http://mock/v1", adapter=adapter, provider="bbox-lfm", model="m", cache=store,
-                    budget=Budget(calls=10 * n, sequences=10 * n, tokens=10**9, cost_usd=1e6),
+                    budget=Budget(requests=10 * n, sequences=10 * n, tokens=10**9, dollars=1e6),
                     requests_per_minute=1e9, tokens_per_minute=1e12)
     extra = {"label_words": [" terrible", " great"]}
     stack, direct = [], []
@@ -82,7 +82,7 @@ def main() -> None:
                 "written to SQLite (WAL); fan-out is the best of 3 runs of 200 x 50 ms at concurrency 20",
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps({"kind": "speed", **result}, indent=2) + "\n")
     print(json.dumps(result))
 
 

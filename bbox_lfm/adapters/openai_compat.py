@@ -11,16 +11,15 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from typing import Any
+from typing import Any, NoReturn
 
-from .._secrets import install_log_redaction, redact
+from .._secrets import install_log_redaction, redact, scrub_exception
 from ..errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
-    MalformedResponseError,
     RateLimitError,
     ServerError,
     TruncatedResponseError,
@@ -82,6 +81,8 @@ class OpenAICompatAdapter:
                                 "temperature": query.temperature, "n": query.n}
         if query.endpoint == "completions":
             body["prompt"] = list(query.prompt) if len(query.prompt) > 1 else query.prompt[0]
+            if "prompt_embeds" in query.extra:  # vLLM: the embeddings are the prompt (its docs send None)
+                body["prompt"] = None
             if query.logprobs is not None:
                 body["logprobs"] = query.logprobs
             if query.echo:
@@ -99,30 +100,32 @@ class OpenAICompatAdapter:
             body["stop"] = list(query.stop)
         return body
 
+    def _post(self, query: Query) -> tuple[str, bytes]:
+        """Send ``query`` to its route; the path and the raw body of the answer."""
+        if query.endpoint == "hidden_stats":
+            import httpx  # the SDK's own dependency, already imported with it
+
+            body = {"model": query.model, "input": list(query.prompt), **query.extra}
+            raw = self._client.post("/bbox/hidden_stats", cast_to=httpx.Response, body=body)
+            return "/bbox/hidden_stats", raw.content
+        if query.endpoint == "classify":  # inputs and output travel as the body's own fields
+            import httpx
+
+            body = {"model": query.model, **query.to_json()["extra"]}
+            raw = self._client.post("/bbox/classify", cast_to=httpx.Response, body=body)
+            return "/bbox/classify", raw.content
+        api = self._client.completions if query.endpoint == "completions" else self._client.chat.completions
+        out = api.with_raw_response.create(**self._request_body(query), extra_body=dict(query.extra) or None)
+        return ("/completions" if query.endpoint == "completions" else "/chat/completions"), out.http_response.content
+
     def send(self, query: Query) -> Response:
         """Send one query; translate every failure into a bbox-lfm error."""
         oa = self._openai
-        if query.endpoint == "classify":
-            body, path = {"model": query.model, **query.to_json()["extra"]}, "/bbox/classify"
-        else:
-            body = self._request_body(query)
-            path = "/completions" if query.endpoint == "completions" else "/chat/completions"
         try:
-            if query.endpoint == "classify":  # a bbox-lfm extension route the SDK has no method for
-                import httpx
-
-                content = self._client.post(path, cast_to=httpx.Response, body=body).content
-            else:
-                api = self._client.completions if query.endpoint == "completions" else self._client.chat.completions
-                raw = api.with_raw_response.create(**body, extra_body=dict(query.extra) or None)
-                content = raw.http_response.content
-        except oa.APITimeoutError as exc:
-            raise APITimeoutError(f"no answer from {self.base_url} in time") from exc
-        except oa.APIConnectionError as exc:
-            raise APIConnectionError(f"could not reach {self.base_url}: {redact(str(exc), [self._api_key])}") from exc
-        except oa.APIStatusError as exc:
-            msg = redact(self._error_message(exc), [self._api_key])
-            raise _status_error(exc.status_code, msg, retry_after_seconds(exc.response.headers)) from exc
+            path, content = self._post(query)
+        except oa.APIError as exc:
+            scrub_exception(exc, [self._api_key])  # it is chained below, and a traceback prints it
+            self._raise(exc)
         try:
             data = json.loads(content)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -133,6 +136,18 @@ class OpenAICompatAdapter:
         price = self.profile.price(query.model)
         cost = price.cost(resp.usage.prompt_tokens, resp.usage.completion_tokens)
         return Response(choices=resp.choices, model=resp.model, usage=resp.usage, cost_usd=cost)
+
+    def _raise(self, exc: Any) -> NoReturn:
+        """Raise the bbox-lfm error for the SDK's ``exc`` (already scrubbed of the key)."""
+        oa = self._openai
+        if isinstance(exc, oa.APITimeoutError):
+            raise APITimeoutError(f"no answer from {self.base_url} in time") from exc
+        if isinstance(exc, oa.APIConnectionError):
+            raise APIConnectionError(f"could not reach {self.base_url}: {redact(str(exc), [self._api_key])}") from exc
+        if isinstance(exc, oa.APIStatusError):
+            msg = redact(self._error_message(exc), [self._api_key])
+            raise _status_error(exc.status_code, msg, retry_after_seconds(exc.response.headers)) from exc
+        raise APIConnectionError(f"{self.base_url} failed: {redact(str(exc), [self._api_key])}") from exc
 
     @staticmethod
     def _error_message(exc: Any) -> str:
@@ -149,13 +164,11 @@ class OpenAICompatAdapter:
         try:
             raw = self._client.models.with_raw_response.list()
             data = json.loads(raw.http_response.content)
-        except oa.APIConnectionError as exc:
-            raise APIConnectionError(f"could not reach {self.base_url}") from exc
-        except oa.APIStatusError as exc:
-            msg = redact(self._error_message(exc), [self._api_key])
-            raise _status_error(exc.status_code, msg, retry_after_seconds(exc.response.headers)) from exc
+        except oa.APIError as exc:
+            scrub_exception(exc, [self._api_key])
+            self._raise(exc)
         except ValueError as exc:
-            raise MalformedResponseError(f"{self.base_url}/models answered with a body that is not JSON") from exc
+            raise TruncatedResponseError(f"{self.base_url}/models answered with a body that is not JSON") from exc
         return list(data.get("data", []))
 
     def close(self) -> None:

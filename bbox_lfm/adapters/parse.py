@@ -36,11 +36,23 @@ def _chat_logprobs(lp: Mapping[str, Any]) -> TokenLogprobs:
     )
 
 
+def _hidden_stats(data: Any) -> Response:
+    """The local server's hidden statistics, kept whole in one choice's ``extra``."""
+    std = data["layer_std"]
+    if not isinstance(std, list) or not all(isinstance(s, (int, float)) for s in std):
+        raise TypeError(f"layer_std must be a list of numbers; got {type(std).__name__}")
+    n_tokens = int(data.get("n_tokens") or 0)
+    return Response(choices=(Choice(index=0, extra={"layer_std": std, "n_tokens": n_tokens}),),
+                    model=str(data.get("model", "")), usage=Usage(prompt_tokens=n_tokens))
+
+
 def parse_response(data: Any, endpoint: str) -> Response:
-    """Parse the JSON body of a Completions, Chat Completions or classification answer."""
+    """Parse the JSON body of a Completions, Chat Completions, hidden-statistics or classification answer."""
     if endpoint == "classify":
         return _classification(data)
     try:
+        if endpoint == "hidden_stats":
+            return _hidden_stats(data)
         raw_choices = data["choices"]
         choices = []
         for i, c in enumerate(raw_choices):

@@ -55,6 +55,7 @@ def open_client(args: argparse.Namespace, budget: Budget | None = None) -> Itera
                 client = Client.local(server, **kw)
         else:
             client = Client(args.base_url, **kw)
+            _say_what_was_chosen(client)
         with client:
             yield client
             # every command that queried a provider ends with what it spent
@@ -62,6 +63,17 @@ def open_client(args: argparse.Namespace, budget: Budget | None = None) -> Itera
     finally:
         if server is not None:
             server.stop()
+
+
+def _say_what_was_chosen(client: Client) -> None:
+    """Tell the user when the run uses a probed profile, or a model nobody named."""
+    if client.profile.probed:
+        print(f"bbox-lfm: note: using the {client.profile.name!r} profile probed for {client.base_url} "
+              f"({client.profile.source}); `bbox-lfm providers probe` refreshes it", file=sys.stderr)
+    if client.model is None:
+        client.resolve_model()
+        print(f"bbox-lfm: note: no --model given; using {client.model!r}, the one model {client.base_url} lists",
+              file=sys.stderr)
 
 
 def print_json(obj: Any) -> None:

@@ -18,7 +18,6 @@ import argparse
 import time
 from typing import Any
 
-from ..budget import Budget
 from ..errors import check
 from ._common import LOCAL_REPLAY_URL
 
@@ -28,7 +27,8 @@ __all__ = ["add_args", "is_zoo_method", "run"]
 def run(args: argparse.Namespace, method_class: Any, sets: dict[str, Any]) -> int:
     """Meta-train, meta-test, write the results (and the meta-model with ``--save-model``)."""
     from ..client import Client
-    from ..results import RunResult, write_result
+    from ..methods.bidf_mkd import meta_test_result
+    from ..results import write_result
     from ..zoo import zoo_namespace
 
     check(args.task is None and args.task_spec is None, "--task / --task-spec",
@@ -58,23 +58,15 @@ def run(args: argparse.Namespace, method_class: Any, sets: dict[str, Any]) -> in
             method.fit(client, progress=not args.no_progress)
             settings = [method.meta_test(way=method.way_, shot=shot, episodes=args.episodes, seed=0)
                         for shot in (1, 5)]
-            result = RunResult(
-                method=method.name, config=method.get_config(), task=f"digits 6-9, {method.way_}-way meta-test",
-                seed=args.seed, provider=client.profile.name, model=f"zoo {args.zoo} ({len(method.apis_)} APIs)",
-                budget_spent=dict(method.budget_spent_), eval_spent=Budget().summary(),
-                wall_s=round(time.perf_counter() - t0, 3),
-                dev={"accuracy": method.curve_[-1].get("dev_accuracy") if method.curve_ else None, "f1": None,
-                     "meaning": "adapted meta-model's agreement with the API on the last recovered query set"},
-                eval={"accuracy": settings[0]["accuracy"], "f1": None, "ci95": settings[0]["ci95"],
-                      "settings": settings},
-                curve=list(method.curve_), prompt=None,
-                extra={"method": dict(method.extra_), "calls_meaning": method.extra_["calls_meaning"]})
+            result = meta_test_result(method, settings, provider=client.profile.name,
+                                      model=f"zoo {args.zoo} ({len(method.apis_)} APIs)",
+                                      wall_s=time.perf_counter() - t0)
             write_result(args.out, result)
             if args.save_model:
                 method.save(args.save_model)
-            print(" | ".join(f"{s['way']}-way {s['shot']}-shot {s['accuracy']:.2f} ± {s['ci95']:.2f}"
-                             for s in settings) + f"; calls sent {result.budget_spent['calls']} (cache hits "
-                  f"{result.budget_spent['cache_hits']}); wall {result.wall_s:.1f}s -> {args.out}")
+            print(" | ".join(f"{s['way']}-way {s['shot']}-shot {100 * s['accuracy']:.1f} ± {100 * s['ci95']:.1f} %"
+                             for s in settings) + f"; calls {result.budget_spent['calls']}, requests sent "
+                  f"{result.budget_spent['requests']} (cache hits {result.budget_spent['cache_hits']}); wall {result.wall_s:.1f}s -> {args.out}")
     finally:
         if server is not None:
             server.stop()

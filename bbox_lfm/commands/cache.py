@@ -2,7 +2,10 @@
 
 - ``stats [--json]``: entries, size, hits, misses, hit rate, dollars the hits saved.
 - ``prune [--older-than DAYS] [--filter TERM ...] [--dry-run]``: delete entries.
-- ``export [--filter TERM ...] out.jsonl``: write a cassette (sorted, secrets scrubbed).
+- ``export [--filter TERM ...] [--provider P] out.jsonl``: write a cassette (sorted, secrets
+  scrubbed) in the pytest plugin's format: its header names what the entries were recorded
+  against (the namespace and model they share; ``--provider`` names the profile where the
+  namespace does not tell), so a cassette cut from a long run's cache replays with no flags.
 - ``import in.jsonl``: add a cassette's entries to the cache.
 
 Filter terms are ``FIELD=VALUE`` or ``FIELD~TEXT`` with FIELD one of model, endpoint,
@@ -19,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import check
+from ..profiles import load_profile
 from ..stores import SQLiteStore, default_cache_path, parse_filter, read_cassette, write_cassette
+from ..stores.jsonl import infer_recorded_against, read_header
 from ._common import print_json
 
 _DAY_S = 86_400.0
@@ -46,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     ex = actions.add_parser("export", help="write entries to a JSONL cassette")
     add_filter(ex)
+    ex.add_argument("--provider", default=None,
+                    help="provider profile to name in the cassette's header (default: what the namespace tells)")
     ex.add_argument("out", help="cassette to write (.jsonl)")
 
     im = actions.add_parser("import", help="add a JSONL cassette's entries to the cache")
@@ -90,9 +97,14 @@ def run(args: argparse.Namespace) -> int:
                         "entries_left": len(store)})
             return 0
         if args.cache_action == "export":
+            entries = list(store.select(_filter(args)))
+            recorded = infer_recorded_against(entries)
+            if args.provider:
+                load_profile(args.provider)  # a name or path that does not load fails here, not in replay
+                recorded["provider"] = args.provider
             secrets = [os.environ.get("OPENAI_API_KEY")]
-            n = write_cassette(args.out, store.select(_filter(args)), secrets)
-            print_json({"path": str(path), "exported": n, "out": args.out})
+            n = write_cassette(args.out, entries, secrets, recorded=recorded)
+            print_json({"path": str(path), "exported": n, "out": args.out, "recorded_against": read_header(args.out)})
             return 0
         n = 0
         for key, entry in read_cassette(args.cassette):

@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("eval", help="evaluate a manual prompt or a baseline on a task; write results JSON")
     add_task_args(p)
     p.add_argument("--template", default=None, help="template with {text} (and {text_pair}); default: the task's")
+    p.add_argument("--template-index", type=int, default=0,
+                   help="which of the task's manual templates (and its label words) to use (default 0)")
     p.add_argument("--label-words", nargs="+", default=None,
                    help="one word per label, scored right after the template (a leading space is added when "
                         "missing); default: the task's")
@@ -68,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
     from ..results import write_result
 
     task = task_from_args(args)
+    check(0 <= args.template_index < len(task.templates), "--template-index", f"in [0, {len(task.templates) - 1}]",
+          args.template_index)
+    if args.template_index:
+        task = task.with_template(*task.templates[args.template_index])
     words = _words(args.label_words)
     if args.template is not None or words is not None:
         task = task.with_template(args.template or task.template, words)

@@ -2,15 +2,15 @@
 
     bbox-lfm report results/*.json --out-md table.md --out-png curve.png
 
-Each file is one results JSON (:mod:`bbox_lfm.results`) or a bundle ``{"runs": [...]}`` such
-as ``benchmarks/results/baselines.json``. A run's name in the tables is ``extra.label`` when
-the run has one (e.g. ``zero-shot (template 2)``), else its method.
+Each file is one results JSON (:mod:`bbox_lfm.results`) or a bundle ``{"kind": "bundle",
+"runs": [...]}`` such as ``benchmarks/results/bbt.json``, read through the results format's
+models; speed-benchmark files (``"kind": "speed"``) are skipped with a note. A run's name in the
+tables is ``extra.label`` when the run has one (e.g. ``zero-shot (template 2)``), else its method.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from collections import defaultdict
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..results import read_result
+from ..results import read_results
 
 __all__ = ["load_runs", "plot_curves", "runs_table", "summary_table"]
 
@@ -33,27 +33,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def load_runs(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Every run in ``paths``, bundles expanded, each checked against the results schema."""
+def load_runs(paths: Iterable[str | Path], *, skipped: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every run in ``paths``, bundles expanded, each checked against the results format; the
+    paths of speed-benchmark files (no runs) are appended to ``skipped``."""
     runs: list[dict[str, Any]] = []
     for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"results file must exist; got {str(path)!r} (not found)")
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(data, dict) and "runs" in data:
-            for i, r in enumerate(data["runs"]):
-                missing = [k for k in ("method", "task", "eval") if k not in r]
-                if missing:
-                    raise ConfigError(f"run {i} of {str(path)!r} must have method, task and eval; missing {missing}")
-                runs.append(r)
-        else:
-            runs.append(read_result(path))
+        kind, found = read_results(path)
+        if kind == "speed" and skipped is not None:
+            skipped.append(str(path))
+        runs += found
     return runs
 
 
 def _label(r: dict[str, Any]) -> str:
-    return str((r.get("extra") or {}).get("label") or r["method"])
+    return str((r.get("extra") or {}).get("label") or r.get("label") or r["method"])
 
 
 def _pct(x: Any) -> str:
@@ -62,16 +55,21 @@ def _pct(x: Any) -> str:
 
 def runs_table(runs: Sequence[dict[str, Any]]) -> str:
     """One row per run."""
-    head = ("| task | method | seed | model | dev acc | eval acc | eval F1 | eval n | search calls | eval calls "
-            "| wall s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    head = ("| task | method | seed | model | dev acc | eval acc | eval F1 | eval n | search calls | search requests "
+            "| eval calls | wall s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = []
     for r in sorted(runs, key=lambda r: (r["task"], _label(r), str(r.get("seed")))):
         dev, ev = r.get("dev") or {}, r["eval"]
         rows.append(f"| {r['task']} | {_label(r)} | {r.get('seed')} | {r.get('model', '')} | "
                     f"{_pct(dev.get('accuracy'))} | {_pct(ev.get('accuracy'))} | {_pct(ev.get('f1'))} | "
                     f"{ev.get('n', '')} | {(r.get('budget_spent') or {}).get('calls', '')} | "
-                    f"{(r.get('eval_spent') or {}).get('calls', '')} | {float(r.get('wall_s', 0)):.1f} |")
+                    f"{(r.get('budget_spent') or {}).get('requests', '-')} | "
+                    f"{(r.get('eval_spent') or {}).get('calls', '')} | {_seconds(r.get('wall_s'))} |")
     return "\n".join([head, *rows])
+
+
+def _seconds(x: Any) -> str:
+    return "-" if x is None else f"{float(x):.1f}"
 
 
 def _mean_std(xs: list[float]) -> str:
@@ -93,8 +91,8 @@ def summary_table(runs: Sequence[dict[str, Any]]) -> str:
     for (task, label), rs in sorted(groups.items()):
         accs = [float(r["eval"]["accuracy"]) for r in rs if r["eval"].get("accuracy") is not None]
         f1s = [float(r["eval"]["f1"]) for r in rs if r["eval"].get("f1") is not None]
-        ns = sorted({int(r["eval"].get("n", 0)) for r in rs})
-        calls = sorted({int((r.get("budget_spent") or {}).get("calls", 0)) for r in rs})
+        ns = sorted({int(r["eval"].get("n") or 0) for r in rs})
+        calls = sorted({int((r.get("budget_spent") or {}).get("calls") or 0) for r in rs})
         rows.append(f"| {task} | {label} | {len(rs)} | {'/'.join(map(str, ns))} | {_mean_std(accs)} | "
                     f"{_mean_std(f1s)} | {'/'.join(map(str, calls))} |")
     return "\n".join([head, *rows])
@@ -133,7 +131,12 @@ def plot_curves(runs: Sequence[dict[str, Any]], path: str | Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Print (and write) the tables; draw the plot."""
-    runs = load_runs(args.files)
+    skipped: list[str] = []
+    runs = load_runs(args.files, skipped=skipped)
+    for path in skipped:
+        print(f"note: {path} is a speed benchmark's file (no method runs); skipped", file=sys.stderr)
+    if not runs:
+        raise ConfigError(f"the files must hold at least one method run; got {len(args.files)} file(s) without any")
     md = f"## Summary\n\n{summary_table(runs)}\n\n## Runs\n\n{runs_table(runs)}\n"
     sys.stdout.write(md)
     if args.out_md:

@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("method", help="a registered method name (see bbox_lfm.methods.names())")
     add_task_args(p)
     p.add_argument("--seed", type=int, default=13, help="few-shot split and search seed (default 13)")
-    p.add_argument("--budget", type=int, required=True, help="search calls (passes over the training batch)")
+    p.add_argument("--budget", type=int, required=True,
+                   help="search calls: passes over the training batch, whatever the requests per pass")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="a method hyperparameter (repeatable); values parse as JSON when they can")
     p.add_argument("--eval-limit", type=int, default=None, help="score a seeded subsample of N eval rows")
@@ -89,7 +90,10 @@ def run(args: argparse.Namespace) -> int:
         result.extra["method"] = dict(getattr(method, "extra_", {}) or {})
         write_result(args.out, result)
         ev, dev = result.eval, result.dev
+        spent, ev_spent = result.budget_spent, result.eval_spent
         print(f"eval {ev.get('accuracy')} (n={ev.get('n')}), dev {dev.get('accuracy')}; "
-              f"search calls sent {result.budget_spent['calls']} (cache hits {result.budget_spent['cache_hits']}), "
-              f"eval calls sent {result.eval_spent['calls']}; wall {result.wall_s:.1f}s -> {args.out}")
+              f"search: {spent['calls']} calls (budget {args.budget}), {spent['requests']} requests sent "
+              f"(+{spent['cache_hits']} from the cache), {spent['sequences']} sequences, {spent['tokens']} tokens; "
+              f"dev/eval scoring: {ev_spent['calls']} calls, {ev_spent['requests']} requests; "
+              f"wall {result.wall_s:.1f}s -> {args.out}")
     return 0

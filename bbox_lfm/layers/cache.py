@@ -2,7 +2,8 @@
 
 Modes: ``off`` (pass through), ``readwrite`` (answer from the store when possible, store every
 new answer), ``replay`` (answer only from the store; a miss raises ``CacheMiss`` and nothing is
-sent), ``record`` (always send, overwrite the stored answer).
+sent), ``record`` (always send, overwrite the stored answer). Threads that miss the same key at
+once send it once: the others wait for that answer (single flight, within one process).
 
 A hit keeps the original usage and cost and is marked ``cache_hit=True``. Sampling queries
 without a ``sample_id`` are numbered per identical query, as :mod:`bbox_lfm.cachekey` explains,
@@ -11,10 +12,11 @@ so n repeats are n entries and a rerun replays them in the same order.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..adapters.base import Sender
@@ -61,6 +63,10 @@ class CacheLayer:
         self._get_response: Callable[[str], Any] = get_response or self._response_of_entry
         self._occurrences: dict[str, int] = {}
         self._occ_lock = threading.Lock()
+        # single flight: one sender per key at a time, so that threads missing the same key at
+        # once wait for its answer instead of paying for it again; key -> [lock, waiters]
+        self._flights: dict[str, list[Any]] = {}
+        self._flights_lock = threading.Lock()
 
     def _numbered(self, query: Query) -> Query:
         """An unlabelled sampling query as the sample it is: its k-th repeat gets ``sample_id=k``."""
@@ -74,6 +80,32 @@ class CacheLayer:
         entry = self.store.get(key)
         return None if entry is None else entry["response"]
 
+    def _hit(self, key: str) -> Response | None:
+        stored = self._get_response(key)
+        if stored is None:
+            return None
+        # one construction: the stored JSON with the hit flag set
+        hit = Response.from_json({**stored, "cache_hit": True})
+        if self._note_hit is not None:
+            self._note_hit(key)
+        if self.on_hit is not None:
+            self.on_hit(hit)
+        return hit
+
+    @contextlib.contextmanager
+    def _flight(self, key: str) -> Iterator[None]:
+        with self._flights_lock:
+            flight = self._flights.setdefault(key, [threading.Lock(), 0])
+            flight[1] += 1
+        try:
+            with flight[0]:
+                yield
+        finally:
+            with self._flights_lock:
+                flight[1] -= 1
+                if not flight[1]:
+                    del self._flights[key]
+
     def send(self, query: Query) -> Response:
         """Look up, else send and store."""
         if self.mode == "off":
@@ -81,22 +113,25 @@ class CacheLayer:
         if query.sample_id is None and query.sampling:
             query = self._numbered(query)
         key = cache_key(query, self.base_url)
-        if self.mode != "record":
-            stored = self._get_response(key)
-            if stored is not None:
-                # one construction: the stored JSON with the hit flag set
-                hit = Response.from_json({**stored, "cache_hit": True})
-                if self._note_hit is not None:
-                    self._note_hit(key)
-                if self.on_hit is not None:
-                    self.on_hit(hit)
-                return hit
-            if self._note_miss is not None:
-                self._note_miss()
-            if self.mode == "replay":
-                describe = getattr(self.store, "describe_miss", None)
-                where = f"; {describe()}" if describe is not None else ""
-                raise CacheMiss(key, query.describe() + where)
+        if self.mode == "record":
+            return self._send_and_store(key, query)
+        hit = self._hit(key)
+        if hit is not None:
+            return hit
+        if self._note_miss is not None:
+            self._note_miss()
+        if self.mode == "replay":
+            describe = getattr(self.store, "describe_miss", None)
+            where = f"; {describe()}" if describe is not None else ""
+            from ..stores.nearest import nearest_difference
+
+            raise CacheMiss(key, query.describe() + where, nearest_difference(self.store, query, self.base_url))
+        with self._flight(key):
+            # another thread may have sent this very query while this one waited
+            hit = self._hit(key)
+            return hit if hit is not None else self._send_and_store(key, query)
+
+    def _send_and_store(self, key: str, query: Query) -> Response:
         response = self.inner.send(query)
         qjson, rjson = query.to_json(), response.to_json()  # each built once: this is the miss hot path
         self.store.put(key, {

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import tenacity
 
@@ -16,6 +17,8 @@ from ..errors import APIConnectionError, APIStatusError, ProviderError, RateLimi
 from ..types import Query, Response
 
 __all__ = ["RetryLayer", "is_retryable"]
+
+T = TypeVar("T")
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -44,9 +47,9 @@ class RetryLayer:
         base = min(self.max_wait, self.initial_wait * 2 ** (state.attempt_number - 1))
         return base * (0.5 + 0.5 * self._rng.random())  # jitter spreads out synchronized retries
 
-    def send(self, query: Query) -> Response:
-        """Send with retries; the last error is re-raised unchanged. The answer carries the
-        number of attempts and the latency over all of them."""
+    def call(self, fn: Callable[[], T]) -> tuple[T, int]:
+        """``fn()`` with retries, and the attempts it took; the last error is re-raised unchanged,
+        carrying ``attempts``. For requests that are not queries (the model list)."""
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.max_attempts),
             wait=self._wait,
@@ -54,15 +57,20 @@ class RetryLayer:
             sleep=self._sleep,
             reraise=True,
         )
-        t0 = time.perf_counter()
         try:
             for attempt in retrying:
                 with attempt:
-                    response = self.inner.send(query)
+                    out = fn()
                 if not attempt.retry_state.outcome or not attempt.retry_state.outcome.failed:
-                    return response.replace(attempts=attempt.retry_state.attempt_number,
-                                            latency_s=time.perf_counter() - t0)
+                    return out, attempt.retry_state.attempt_number
         except ProviderError as exc:
             exc.attempts = retrying.statistics.get("attempt_number", 1)  # the budget counts the retries
             raise
         raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
+
+    def send(self, query: Query) -> Response:
+        """Send with retries; the last error is re-raised unchanged. The answer carries the
+        number of attempts and the latency over all of them."""
+        t0 = time.perf_counter()
+        response, attempts = self.call(lambda: self.inner.send(query))
+        return response.replace(attempts=attempts, latency_s=time.perf_counter() - t0)

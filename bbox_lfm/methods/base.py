@@ -36,6 +36,9 @@ class Method:
     name: ClassVar[str] = ""
     #: capabilities the provider must have (checked before any query is sent)
     needs: ClassVar[tuple[str, ...]] = ()
+    #: checks of tests/methods/test_contract.py that cannot apply to the method, each with the
+    #: reason (every registered class also declares ``tiny_config``, its own, not inherited)
+    contract_exempt: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **hyperparameters: Any) -> None:
         """Subclasses take their hyperparameters as keyword-only arguments (defaults = the paper's)."""

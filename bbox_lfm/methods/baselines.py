@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..budget import Budget
-from ..errors import check
+from ..errors import BudgetExhausted, check
 from ..tasks import Example, Task, fill, macro_f1, score_prompts
 from ..tasks.task import validate_template
 from .base import Method, register
@@ -44,6 +44,7 @@ class _TextPromptBaseline(Method):
 
     def predict(self, client: Any, examples: Sequence[Example]) -> np.ndarray:
         """Index of the highest-scoring label word after each example's prompt."""
+        client.require(*self.needs, needed_by=self.name)
         logprobs, _ = score_prompts(client, self._prompts(examples), self.label_words_, progress=False)
         return np.asarray(logprobs.argmax(axis=1)) if len(logprobs) else np.zeros(0, dtype=np.int64)
 
@@ -56,6 +57,7 @@ class _TextPromptBaseline(Method):
 
     def _no_search(self) -> None:
         self.budget_spent_ = Budget().summary()
+        self.eval_spent_ = Budget().summary()
         self.curve_: list[dict[str, Any]] = []
 
     @property
@@ -85,6 +87,11 @@ class ZeroShot(_TextPromptBaseline):
     discrete ``prompt`` filling the template's ``{prompt}`` slot (or prepended)."""
 
     name = "zero-shot"
+    tiny_config: ClassVar[dict[str, Any]] = {}
+    contract_exempt: ClassVar[dict[str, str]] = {
+        "budget_exhausted": "fit sends no query, so there is no run to cut short",
+        "curve": "nothing is searched, so there are no calls to plot against",
+    }
 
     def __init__(self, *, template: str | None = None, label_words: Sequence[str] | None = None, prompt: str = ""):
         check(template is None or isinstance(template, str), "template", "None or a string", template)
@@ -112,6 +119,8 @@ class ICL(_TextPromptBaseline):
     ``separator`` and placed before the query."""
 
     name = "icl"
+    tiny_config: ClassVar[dict[str, Any]] = {"k": 1}
+    contract_exempt: ClassVar[dict[str, str]] = ZeroShot.contract_exempt
 
     def __init__(self, *, k: int = 4, seed: int = 13, shot: int | None = None, template: str | None = None,
                  label_words: Sequence[str] | None = None, separator: str = "\n\n"):
@@ -155,6 +164,7 @@ class BestOfN(_TextPromptBaseline):
     of ``{"template": ..., "label_words": [...]}`` (default: the task's ``templates``)."""
 
     name = "best-of-n"
+    tiny_config: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, *, templates: Sequence[dict[str, Any]] | None = None, seed: int = 13):
         check(templates is None or len(templates) >= 1, "templates", "None or at least one template", templates)
@@ -168,15 +178,22 @@ class BestOfN(_TextPromptBaseline):
 
     def fit(self, client: Any, task: Task) -> BestOfN:
         """Score every candidate on the few-shot dev split and keep the best."""
+        client.require(*self.needs, needed_by=self.name)
         candidates = [(t["template"], tuple(t["label_words"])) for t in self.templates] if self.templates \
             else list(task.templates)
         dev = task.few_shot(seed=self.seed).dev
         search = client.with_budget(Budget())
         labels = np.array([ex.label for ex in dev])
         best, self.dev_scores_, self.curve_ = -1.0, [], []
+        chosen = candidates[0]  # kept if the budget runs out before any candidate is scored
+        self.stopped_by_ = "candidates"
         for i, (template, words) in enumerate(candidates):
             self._set_prompt(template, words, task)
-            logprobs, _ = score_prompts(search, self._prompts(dev), words, progress=False)
+            try:
+                logprobs, _ = score_prompts(search, self._prompts(dev), words, progress=False)
+            except BudgetExhausted:
+                self.stopped_by_ = "BudgetExhausted"
+                break
             pred = logprobs.argmax(axis=1)
             acc = float((pred == labels).mean())
             value = acc if task.metric == "accuracy" else macro_f1(labels, pred, len(task.labels))
@@ -187,5 +204,7 @@ class BestOfN(_TextPromptBaseline):
             self.curve_.append({"calls": i + 1, "dev_accuracy": best_acc})
         self._set_prompt(*chosen, task)
         self.budget_spent_ = search.budget.summary()
+        # the dev split is what best-of-n searches on: its scoring is the search, counted above
+        self.eval_spent_ = Budget().summary()
         return self
 

@@ -28,9 +28,9 @@ unlimited budget (``eval_spent_``), as the paper does not count it.
 the 100th, 200th... call; here the lowest-training-loss candidate so far is scored, so the dev
 checks follow the search's progress rather than one random sample of the population.
 
-**Offline replay:** ``model_info`` (and BBTv2's ``hidden_stats``) are not queries, so the
-client's cache layer does not keep them; :func:`provider_fact` memoises them in the client's
-cache store, so ``--cache-mode replay`` works with no server at all.
+**Offline replay:** ``model_info`` is not a query, so the client's cache layer does not keep
+it; :func:`provider_fact` memoises it in the client's cache store (BBTv2's ``hidden_stats`` is a
+query and cached as one), so ``--cache-mode replay`` works with no server at all.
 """
 
 from __future__ import annotations
@@ -135,8 +135,7 @@ class _Search:
         self.train_prompts = [task.format(ex) for ex in split.train]
         self.y = np.array([ex.label for ex in split.train])
         self.dev = list(split.dev)
-        per_call = math.ceil(len(self.train_prompts) / max(1, client.capabilities.max_batch))
-        self.search = client.with_budget(Budget(calls=method.budget * per_call))
+        self.search = client.with_budget(Budget(calls=method.budget))  # one score() of the batch = one call
         self.scorer = client.with_budget(Budget())
         self.concurrency = client.max_concurrency
         self.calls = 0
@@ -261,6 +260,8 @@ class BBT(Method):
 
     name: ClassVar[str] = "bbt"
     needs: ClassVar[tuple[str, ...]] = ("soft_prompt", "label_words")
+    tiny_config: ClassVar[dict[str, Any]] = {"budget": 8, "popsize": 4, "intrinsic_dim": 4, "n_prompt_tokens": 2,
+                                             "eval_every": 4}
     #: the request-body field that carries the learned prompt
     prompt_field: ClassVar[str] = "soft_prompt"
 

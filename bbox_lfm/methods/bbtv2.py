@@ -5,8 +5,9 @@ entering each layer at the n prompt positions; layer 0 = the embedding output) a
 ``hidden_stats`` route. In the paper's notation:
 
 1. s_l = std of the hidden states entering layer l on the training batch, after clipping 5
-   times to mean +- 3 std (the server computes it: ``POST /v1/bbox/hidden_stats``, one request,
-   reported as ``extra_["hidden_stats_requests"]``, not in either budget);
+   times to mean +- 3 std (the server computes it: ``POST /v1/bbox/hidden_stats``, one request
+   through the client like any query, reported as ``extra_["hidden_stats_requests"]``, counted
+   in the client's budget but in neither the search's nor the scorer's);
 2. one projection A_l in R^{(n D) x d} per layer, entries ~ N(0, (alpha * s_l / (sqrt(d) * sigma))^2),
    drawn from its own seed; the prompt at layer l is A_l z_l (n x D), z_l in R^d;
 3. divide and conquer: L independent CMA-ES instances (x0 = 0, sigma0 = sigma, popsize lambda);
@@ -37,11 +38,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ProviderError, check
+from ..errors import check
 from ..optim import make_optimizer
 from ..tensors import encode
+from ..types import Query
 from .base import register
-from .bbt import BBT, INIT_TOKEN_START, _Search, model_facts, projection, provider_fact
+from .bbt import BBT, INIT_TOKEN_START, _Search, model_facts, projection
 
 __all__ = ["BBTv2", "layer_schedule"]
 
@@ -61,27 +63,13 @@ def _layer_seed(seed: int, layer: int) -> int:
 
 
 def hidden_stats(client: Any, texts: Sequence[str], soft_prompt: dict[str, Any] | None) -> list[float]:
-    """``layer_std`` from the server's ``POST /v1/bbox/hidden_stats`` (through the adapter's
-    HTTP connection, with its credentials), memoised like a cached answer."""
-    body: dict[str, Any] = {"model": client.model, "input": list(texts), "clip": True}
+    """``layer_std`` from the server's ``POST /v1/bbox/hidden_stats``, sent as a query through
+    the client's layers (cached, budgeted, throttled, retried like every other request)."""
+    extra: dict[str, Any] = {"clip": True}
     if soft_prompt is not None:
-        body["soft_prompt"] = soft_prompt
-
-    def fetch() -> list[float]:
-        adapter = client.adapter
-        if hasattr(adapter, "post"):  # a test double answering the route itself
-            data = adapter.post("/bbox/hidden_stats", body)
-        else:
-            import httpx
-
-            try:
-                raw = adapter._client.post("/bbox/hidden_stats", cast_to=httpx.Response, body=body)
-                data = raw.json()
-            except Exception as exc:  # the SDK's errors and httpx's: translated at this boundary
-                raise ProviderError(f"POST {client.base_url}/bbox/hidden_stats failed: {exc}") from exc
-        return [float(s) for s in data["layer_std"]]
-
-    return list(provider_fact(client, "hidden_stats", fetch, body=body))
+        extra["soft_prompt"] = soft_prompt
+    answer = client.send(Query(endpoint="hidden_stats", prompt=tuple(texts), max_tokens=0, extra=extra))
+    return [float(s) for s in answer.choices[0].extra["layer_std"]]
 
 
 @register
@@ -91,6 +79,8 @@ class BBTv2(BBT):
 
     name: ClassVar[str] = "bbtv2"
     needs: ClassVar[tuple[str, ...]] = ("deep_prompt", "hidden_stats", "label_words")
+    tiny_config: ClassVar[dict[str, Any]] = {"budget": 8, "popsize": 4, "intrinsic_dim": 4, "n_prompt_tokens": 2,
+                                             "eval_every": 4}
     prompt_field: ClassVar[str] = "deep_prompt"
 
     def __init__(self, *, intrinsic_dim: int = 500, n_prompt_tokens: int = 50, popsize: int = 20,

@@ -16,11 +16,12 @@ uniform. One step:
 Every ``eval_every`` calls the most likely prompt (argmax of each row) is scored on the dev
 split; the one with the best dev metric is kept (a copy) and used for prediction.
 
-**Calls** are counted as the paper counts them: one call = one pass over the training batch.
-The local server takes the whole batch in one request; a provider that takes one prompt per
-request (Chat Completions) needs one request per training example, so the client-side limit
-is ``budget`` x requests per pass. The search's own call counter (cache hits included) decides
-when to stop, so a rerun that replays from the cache takes exactly the same steps.
+**Calls** are counted as the paper counts them: one call = one pass over the training batch
+(one ``client.score``), and ``budget`` limits calls on every provider. The local server takes
+the whole batch in one request; a provider that takes one prompt per request (Chat
+Completions, llama.cpp) needs one request per training example: ``budget_spent`` gives those
+``requests`` apart. The search's own call counter (cache hits included) decides when to stop,
+so a rerun that replays from the cache takes exactly the same steps.
 
 **Scoring** goes through :meth:`bbox_lfm.Client.score`: exact label-word scores where the
 provider has them (bbox-lfm's server), else the top-k log-probabilities (at most 20 on hosted
@@ -189,6 +190,8 @@ class BDPL(Method):
 
     name: ClassVar[str] = "bdpl"
     needs: ClassVar[tuple[str, ...]] = ("logprobs",)
+    tiny_config: ClassVar[dict[str, Any]] = {"budget": 8, "sample_size": 4, "n_candidates": 10, "prompt_length": 2,
+                                             "eval_every": 4}
 
     def __init__(self, *, prompt_length: int = 10, n_candidates: int = 200, sample_size: int = 20,
                  lr: float = 1e-4, weight_decay: float = 0.1, clip_norm: float = 3.0, budget: int = 8000,
@@ -259,7 +262,7 @@ class BDPL(Method):
         rng = np.random.default_rng(self.seed)
         policy = CategoricalPolicy(self.prompt_length, N, lr=self.lr, weight_decay=self.weight_decay,
                                    clip_norm=self.clip_norm)
-        search = client.with_budget(Budget(calls=self.budget * self._requests_per_pass(client, len(split.train))))
+        search = client.with_budget(Budget(calls=self.budget))  # calls: passes over the batch, any provider
         scorer = client.with_budget(Budget())
         self.curve_: list[dict[str, Any]] = []
         self.history_: list[dict[str, Any]] = []
@@ -321,11 +324,6 @@ class BDPL(Method):
             return load_candidates(self.candidates)[:self.n_candidates]
         texts = [t for ex in train for t in (ex.text, ex.text_pair) if t]
         return candidate_vocabulary(texts, self.n_candidates)
-
-    def _requests_per_pass(self, client: Any, n_examples: int) -> int:
-        if self.endpoint == "chat":
-            return n_examples
-        return math.ceil(n_examples / max(1, client.capabilities.max_batch))
 
     def _prompt(self, indices: Sequence[int] | np.ndarray) -> str:
         return " ".join(self.candidates_[j] for j in indices)

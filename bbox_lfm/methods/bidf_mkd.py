@@ -42,8 +42,9 @@ visit, where the official code replays until the meta-training accuracy stops im
 per class, inversion steps, meta-model width) are scaled to a CPU; the defaults below say which.
 
 **Calls**: one classification request = one call, i.e. one generator step of one inversion
-(B (q + 1) rows, B = way x samples per class). ``budget_spent`` counts them (and the rows as
-``sequences``); an API visit costs 2 x ``inversion_steps`` calls (support and query set).
+(B (q + 1) rows, B = way x samples per class). ``budget_spent.calls`` counts them, answered from
+the cache or not, so a replayed run takes the same steps; ``requests`` counts those that went
+upstream and ``sequences`` their rows. An API visit costs 2 x ``inversion_steps`` calls.
 
 **Ablations, one flag each:** ``random_meta_model`` (no meta-training: the meta-model at its
 seeded initialisation), ``true_gradient`` (the API opened up: inversion and distillation by
@@ -73,7 +74,7 @@ from ..errors import BudgetExhausted, CapabilityError, ConfigError, check
 from ..tensors import decode, encode
 from .base import Method, register
 
-__all__ = ["Api", "BiDfMKD", "Episode", "discover_apis", "kl", "zo_gradient"]
+__all__ = ["Api", "BiDfMKD", "Episode", "discover_apis", "kl", "meta_test_result", "zo_gradient"]
 
 
 # -- the two pieces the tests check on their own --------------------------------------------
@@ -612,7 +613,8 @@ class BiDfMKD(Method):
 
     def meta_test(self, *, way: int = 3, shot: int = 1, episodes: int = 600, query_per_class: int = 15,
                   seed: int = 0, chunk: int = 200) -> dict[str, Any]:
-        """Mean accuracy (%) and 95 % interval over ``episodes`` N-way K-shot tasks on digits 6-9."""
+        """Mean accuracy and its 95 % interval (fractions) over ``episodes`` N-way K-shot tasks on
+        digits 6-9, ``query_per_class`` query images per class; the episodes depend on ``seed`` alone."""
         from ..zoo import META_TEST_CLASSES, digits
 
         check(way <= len(META_TEST_CLASSES), "way", f"<= {len(META_TEST_CLASSES)} (digits 6-9)", way)
@@ -636,10 +638,10 @@ class BiDfMKD(Method):
         accs = []
         for i in range(0, episodes, chunk):
             pred = self.adapt_predict(eps[i:i + chunk])
-            accs += list((pred == np.stack(truth[i:i + chunk])).mean(axis=1) * 100)
+            accs += list((pred == np.stack(truth[i:i + chunk])).mean(axis=1))
         a = np.array(accs)
         return {"way": way, "shot": shot, "episodes": episodes, "query_per_class": query_per_class,
-                "accuracy": round(float(a.mean()), 3), "ci95": round(float(1.96 * a.std(ddof=1) / math.sqrt(len(a))), 3)}
+                "accuracy": round(float(a.mean()), 5), "ci95": round(float(1.96 * a.std(ddof=1) / math.sqrt(len(a))), 5)}
 
     def state(self) -> dict[str, Any]:
         """The meta-model's weights as float32 tensors in JSON (no pickle), plus its shape facts."""
@@ -656,3 +658,26 @@ class BiDfMKD(Method):
         self.d_ = int(np.prod(self.input_shape_))
         self.curve_ = list(state.get("curve", []))
         self.extra_ = dict(state.get("extra", {}))
+
+
+def meta_test_result(method: BiDfMKD, settings: Sequence[dict[str, Any]], *, provider: str, model: str,
+                     wall_s: float) -> Any:
+    """A fitted, meta-tested run in the shared results format: ``eval`` is the first setting
+    (accuracy and 95 % interval as fractions; every setting under ``eval.settings``), ``dev`` the
+    adapted meta-model's agreement with the API on the last recovered query set."""
+    from ..results import RunResult
+
+    first = settings[0]
+    last = method.curve_[-1].get("dev_accuracy") if method.curve_ else None
+    return RunResult(
+        method=method.name, config=method.get_config(),
+        task=f"digits 6-9, {method.way_}-way meta-test", seed=method.seed, provider=provider, model=model,
+        budget_spent=dict(method.budget_spent_), eval_spent=Budget().summary(), wall_s=round(wall_s, 3),
+        dev={"accuracy": last, "f1": None,
+             "meaning": "adapted meta-model's agreement with the API on the last recovered query set"},
+        eval={"accuracy": first["accuracy"], "f1": None, "ci95": first["ci95"],
+              "n": first["episodes"] * first["way"] * first["query_per_class"], "settings": list(settings)},
+        curve=[{**row, "dev_accuracy": row.get("dev_accuracy")} for row in method.curve_], prompt=None,
+        extra={"method": dict(method.extra_), "variant": method.variant,
+               "calls_meaning": method.extra_["calls_meaning"]})
+

@@ -38,6 +38,8 @@ SCHEMA_VERSION = 3
 _APP_ID = 0x62626F78  # "bbox": marks the file as ours
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _BUSY_MS = 60_000
+# SQLite's codes for a disk that is full, read-only or failing (not a damaged file)
+_DISK_ERRORS = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_CANTOPEN")
 
 _CREATE = (
     ("CREATE TABLE entries (key TEXT PRIMARY KEY, value TEXT NOT NULL, response TEXT NOT NULL,"
@@ -145,9 +147,30 @@ class SQLiteStore:
         return conn
 
     def _init(self) -> None:
+        side = [Path(f"{self.path}-wal"), Path(f"{self.path}-shm")]
+        had = [p.exists() for p in side]
+        try:
+            self._create_or_migrate()
+        except BaseException:
+            # close what was opened, so that a refused file is left as it was, with no side files
+            self._closed = True
+            for conn in self._conns:
+                conn.close()
+            self._conns = []
+            # SQLite leaves the (empty) WAL and its index behind when it cannot read the schema;
+            # remove them only if this store created them and the WAL holds nothing
+            wal, shm = side
+            if not any(had) and (not wal.exists() or wal.stat().st_size == 0):
+                wal.unlink(missing_ok=True)
+                shm.unlink(missing_ok=True)
+            raise
+
+    def _create_or_migrate(self) -> None:
         try:
             conn = self._conn()
-            self._check_ours(conn)
+            if self._check_ours(conn) == SCHEMA_VERSION:
+                self._set_wal(conn)  # a no-op on our files, which are WAL from their creation
+                return  # nothing to write: an existing cache is not touched by opening it
             self._set_wal(conn)
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -201,9 +224,20 @@ class SQLiteStore:
                     raise
                 time.sleep(0.01)
 
-    def _translate(self, exc: sqlite3.Error, doing: str) -> CacheError:
+    def _translate(self, exc: sqlite3.Error, doing: str, *, answer: bool = False) -> CacheError:
         if _is_busy(exc):
             return CacheError(f"{self.path} stayed locked by another process for {_BUSY_MS // 1000} s ({exc})")
+        name = getattr(exc, "sqlite_errorname", "")
+        if name.startswith(_DISK_ERRORS):
+            # the file is fine, the disk is not: say so, and that the answer in hand was not kept
+            why = "the disk is full" if name == "SQLITE_FULL" else (
+                "the file or its folder is read-only" if name.startswith(("SQLITE_READONLY", "SQLITE_PERM",
+                                                                          "SQLITE_CANTOPEN"))
+                else "the disk refused the write")
+            kept = " The answer just received was not stored." if answer else ""
+            return CacheError(f"{self.path} could not be {doing}: {why} ({exc}).{kept} The run stops rather than"
+                              " send queries whose answers cannot be kept. Free space or make it writable (or use"
+                              " another --cache / BBOX_LFM_CACHE_DIR), then rerun: stored answers are reused.")
         return CacheCorrupt(f"{self.path} could not be {doing}: it is damaged or not a bbox-lfm cache ({exc});"
                             " it was left untouched")
 
@@ -250,11 +284,21 @@ class SQLiteStore:
         try:
             self._conn().execute(_PUT, row)
         except sqlite3.DatabaseError as exc:
-            raise self._translate(exc, "written") from exc
+            raise self._translate(exc, "written", answer=True) from exc
 
     def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Every entry in key order."""
         return self.select(EntryFilter())
+
+    def queries(self, limit: int, *, model: str | None = None, base_url: str | None = None
+                ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Up to ``limit`` entries without their responses, those of ``model`` at ``base_url`` first
+        (what a replay miss compares the asked query with; responses are the bulk of a cache)."""
+        cur = self._conn().execute(
+            "SELECT key, value FROM entries ORDER BY (model IS ? AND base_url IS ?) DESC, key LIMIT ?",
+            (model, base_url, limit))
+        for key, value in cur:
+            yield key, json.loads(value)
 
     def __len__(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM entries").fetchone()[0])

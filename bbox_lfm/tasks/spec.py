@@ -159,20 +159,30 @@ def count_tokens(client: Any, words: Sequence[str]) -> list[int] | None:
     """How many tokens each word takes after a context, as ``client``'s model tokenizes it, or
     None when the provider cannot tell.
 
-    It asks the provider itself (no local tokenizer): one completions request with ``echo`` and
-    ``max_tokens=0`` for the context ``"A"`` and ``"A" + word`` for every word; a word's count is
-    the difference in echoed tokens, so a BOS token or a chat wrapper cancels out. Providers
-    without ``echo`` (hosted chat APIs) cannot be asked, and None means "unchecked".
+    It asks the provider itself (no local tokenizer): completions requests with ``echo`` for the
+    context ``"A"`` and ``"A" + word`` for every word; a word's count is the difference in echoed
+    prompt tokens, so a BOS token or a chat wrapper cancels out. ``max_tokens`` is the profile's
+    ``echo_max_tokens``: 0 where the server then scores the prompt only (bbox-lfm, vLLM), 1
+    where 0 means "no limit" (llama.cpp); the generated token is then set aside (the answer's
+    ``completion_tokens``, one prompt per request). Providers without ``echo`` (hosted chat
+    APIs) cannot be asked, and None means "unchecked".
     """
-    if not client.capabilities.echo or not client.capabilities.completions:
+    caps = client.capabilities
+    if not caps.echo or not caps.completions:
         return None
     ctx = "A"
     prompts = (ctx, *(ctx + w for w in words))
-    batch = max(1, client.capabilities.max_batch)
-    queries = [Query(prompt=prompts[i:i + batch], max_tokens=0, echo=True, logprobs=1)
+    gen = max(0, caps.echo_max_tokens)
+    batch = max(1, caps.max_batch) if gen == 0 else 1  # generated tokens are only told apart per request
+    queries = [Query(prompt=prompts[i:i + batch], max_tokens=gen, echo=True, logprobs=1)
                for i in range(0, len(prompts), batch)]
-    choices = [c for r in client.send_many(queries) for c in r.choices]
-    if len(choices) != len(prompts) or any(c.logprobs is None or not c.logprobs.tokens for c in choices):
+    responses = client.send_many(queries)
+    lengths: list[int] = []
+    for r in responses:
+        for c in r.choices:
+            if c.logprobs is None or not c.logprobs.tokens:
+                return None
+            lengths.append(len(c.logprobs.tokens) - (r.usage.completion_tokens if gen else 0))
+    if len(lengths) != len(prompts):
         return None
-    lengths = [len(c.logprobs.tokens) for c in choices]  # type: ignore[union-attr]
     return [n - lengths[0] for n in lengths[1:]]

@@ -5,7 +5,8 @@ asks for the ``bbox_client`` fixture, or carries ``@pytest.mark.bbox_cassette``,
 its cassette ``tests/cassettes/{module}/{test}.jsonl``:
 
 - ``--bbox-record-mode=none`` (default): answers come only from the cassette; a query it lacks
-  fails the test with ``CacheMiss`` naming the cassette, and nothing reaches the network.
+  fails the test with ``CacheMiss`` naming the cassette and what differs from the nearest
+  recorded query, and nothing reaches the network.
 - ``once``: replay when the cassette exists, else send, record and write it.
 - ``new_episodes``: replay what the cassette has, send and add what it lacks.
 - ``all``: send everything again and rewrite the cassette.
@@ -14,9 +15,13 @@ While such a test runs, *every* :class:`~bbox_lfm.client.Client` it builds witho
 cache uses the cassette (through ``BBOX_LFM_CACHE_DIR`` and ``BBOX_LFM_CACHE_MODE``, so child
 processes such as the ``bbox-lfm`` CLI do too). The provider comes from ``--bbox-base-url`` /
 ``--bbox-provider`` / ``--bbox-model`` / ``--bbox-namespace``, else the marker's keyword
-arguments, else the ini options of the same names (``bbox_base_url``, ...). Override
-the ``bbox_client_kwargs`` fixture to pass anything else to the client (an adapter, a budget).
-See ``docs/cassettes.md``.
+arguments, else the ini options of the same names (``bbox_base_url``, ...), else the cassette:
+its header records what it was recorded against, so a plain ``pytest`` replays what
+``pytest --bbox-record-mode=once --bbox-base-url ...`` recorded. A setting that is given and
+contradicts the cassette fails the test naming both. Against bbox-lfm's local server the cache
+namespace is ``bbox-lfm-local:<model>``, so a cassette recorded on one port replays on any.
+Override the ``bbox_client_kwargs`` fixture to pass anything else to the client (an adapter, a
+budget). See ``docs/cassettes.md``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +46,22 @@ _CASSETTE_KEY = pytest.StashKey["Cassette"]()
 
 @dataclass
 class Cassette:
-    """One test's cassette: where it lives, how it is used, and the settings of its provider."""
+    """One test's cassette: where it lives, how it is used, and the settings of its provider.
+
+    ``given`` are the settings from the command line, marker or ini file (``sources`` says
+    which), ``recorded`` what the cassette says it was recorded against, ``settings`` what the
+    test runs with (given, else recorded), ``used`` what ``bbox_client`` ran with (the header
+    a recording writes).
+    """
 
     path: Path
     record_mode: str
     cache_dir: Path
     settings: dict[str, str | None]
+    given: dict[str, str | None] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    recorded: dict[str, str] = field(default_factory=dict)
+    used: dict[str, str | None] | None = None
     loaded: int = 0
 
     @property
@@ -70,8 +85,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     helps = {"base_url": "provider base URL for bbox_client, e.g. http://127.0.0.1:8000/v1",
              "provider": "provider profile for bbox_client (openai, vllm, bbox-lfm, generic, a .toml path)",
              "model": "model for bbox_client",
-             "namespace": "cache namespace for bbox_client (default the base URL; keeps cassettes valid when"
-                          " the URL changes, e.g. a local server on a random port)"}
+             "namespace": "cache namespace for bbox_client (default the base URL, or bbox-lfm-local:MODEL for"
+                          " bbox-lfm's local server, so its cassettes replay whatever its port)"}
     for name in _SETTINGS:
         group.addoption(f"--bbox-{name.replace('_', '-')}", default=None, help=helps[name])
         parser.addini(f"bbox_{name}", helps[name], default=None)
@@ -88,7 +103,84 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]+", "_", name).strip("_") or "test"
 
 
+def _given(config: pytest.Config, mk: dict[str, Any]) -> tuple[dict[str, str | None], dict[str, str]]:
+    """The settings given for a test and where each came from: the command line wins (so that a
+    marked test can be recorded against any server), then the marker, then the ini file."""
+    given: dict[str, str | None] = {}
+    sources: dict[str, str] = {}
+    for name in _SETTINGS:
+        given[name] = None
+        for value, source in ((config.getoption(f"bbox_{name}"), f"--bbox-{name.replace('_', '-')}"),
+                              (mk.get(name), f"bbox_cassette({name}=...)"),
+                              (config.getini(f"bbox_{name}"), f"bbox_{name} in the ini file")):
+            if value:
+                given[name], sources[name] = str(value), source
+                break
+    return given, sources
+
+
+def _merge(given: dict[str, str | None], recorded: dict[str, str]) -> dict[str, str | None]:
+    """Given settings, with what is not given taken from the cassette. Where the provider is
+    (base URL and namespace) is one setting: a given base URL is not paired with a recorded
+    namespace, so that ``--bbox-record-mode=all --bbox-base-url NEW`` records under NEW."""
+    where_given = bool(given["base_url"] or given["namespace"])
+    return {name: given[name] or (None if name in ("base_url", "namespace") and where_given else recorded.get(name))
+            for name in _SETTINGS}
+
+
+def _effective(settings: dict[str, str | None]) -> dict[str, str | None]:
+    """What a client built from ``settings`` talks to and keys its cache by, as ``Client`` decides
+    it; bbox-lfm's local server (profile ``bbox-lfm`` on a loopback address) gets the namespace
+    ``bbox-lfm-local:<model>``, which no port number enters."""
+    from ..client import Client
+    from ..stores.jsonl import LOCAL_NAMESPACE_PREFIX, _is_loopback
+
+    base_url = settings["base_url"] or os.environ.get("OPENAI_BASE_URL") or None
+    profile = Client._resolve_profile(settings["provider"], base_url)
+    base = (base_url or profile.base_url).rstrip("/")
+    model = settings["model"] or profile.default_model or None
+    namespace = settings["namespace"]
+    if not namespace:
+        local = profile.name == "bbox-lfm" and _is_loopback(base) and model
+        namespace = f"{LOCAL_NAMESPACE_PREFIX}{model}" if local else base
+    return {"base_url": base, "provider": settings["provider"] or profile.name, "model": model,
+            "namespace": namespace}
+
+
+def _same_provider(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    from ..errors import ConfigError
+    from ..profiles import load_profile
+
+    try:  # a profile named once by name and once by its .toml path
+        return load_profile(a).name == load_profile(b).name
+    except (ConfigError, OSError):
+        return False
+
+
+def _contradictions(cassette: Cassette) -> list[str]:
+    """Each given setting that differs from what the cassette was recorded against, both named."""
+    given, recorded, sources = cassette.given, cassette.recorded, cassette.sources
+    out = []
+    for name in ("provider", "model"):
+        mine, theirs = given[name], recorded.get(name)
+        if mine and theirs and not (_same_provider(mine, theirs) if name == "provider" else mine == theirs):
+            out.append(f"recorded against {name} {theirs!r}, replaying as {name} {mine!r} ({sources[name]})")
+    theirs = recorded.get("namespace")
+    if theirs and (given["namespace"] or given["base_url"]):
+        mine = _effective(cassette.settings)["namespace"]
+        if mine != theirs:
+            name = "namespace" if given["namespace"] else "base_url"
+            what = "" if name == "namespace" else f" from base URL {given['base_url']!r}"
+            out.append(f"recorded against namespace {theirs!r}, replaying as namespace {mine!r}{what}"
+                       f" ({sources[name]})")
+    return out
+
+
 def _cassette_for(request: pytest.FixtureRequest) -> Cassette:
+    from ..stores.jsonl import recorded_against
+
     config = request.config
     marker = request.node.get_closest_marker("bbox_cassette")
     mk: dict[str, Any] = dict(marker.kwargs) if marker else {}
@@ -100,15 +192,20 @@ def _cassette_for(request: pytest.FixtureRequest) -> Cassette:
     mode = mk.get("record_mode") or config.getoption("bbox_record_mode") or config.getini("bbox_record_mode")
     if mode not in RECORD_MODES:
         raise pytest.UsageError(f"bbox record mode must be one of {RECORD_MODES}; got {mode!r}")
-    # the command line wins, so that a marked test can be recorded against any server; the
-    # marker's namespace keeps the cassette valid whatever URL it was recorded from
-    settings = {name: config.getoption(f"bbox_{name}") or mk.get(name) or config.getini(f"bbox_{name}") or None
-                for name in _SETTINGS}
     module = Path(str(request.node.path)).stem
     name = _safe(mk.get("name") or request.node.name)
     path = Path(str(config.rootpath)) / config.getini("bbox_cassette_dir") / _safe(module) / f"{name}.jsonl"
+    given, sources = _given(config, mk)
+    recorded = recorded_against(path) if path.exists() else {}
     cache_dir = request.getfixturevalue("tmp_path_factory").mktemp("bbox_cassette")
-    return Cassette(path=path, record_mode=mode, cache_dir=cache_dir, settings=settings)
+    cassette = Cassette(path=path, record_mode=mode, cache_dir=cache_dir, settings=_merge(given, recorded),
+                        given=given, sources=sources, recorded=recorded)
+    if recorded and mode != "all":  # 'all' re-records: the given settings win
+        wrong = _contradictions(cassette)
+        if wrong:
+            pytest.fail(f"bbox cassette {path}: " + "; ".join(wrong) + ". Drop the setting to replay what was"
+                        " recorded, or record again with --bbox-record-mode=all.", pytrace=False)
+    return cassette
 
 
 @pytest.fixture()
@@ -127,14 +224,42 @@ def bbox_cassette(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("BBOX_LFM_CACHE_MODE", cassette.cache_mode)
     if cassette.cache_mode == "replay":
         _block_network(monkeypatch, cassette)
+        _placeholder_key(monkeypatch, cassette)
     request.node.stash[_CASSETTE_KEY] = cassette
     yield cassette
     if cassette.cache_mode != "replay":
         _write_back(cassette)
 
 
+def _recorded(cassette: Cassette, entries: list[tuple[str, dict[str, Any]]]) -> dict[str, str | None]:
+    """What the header says the cassette was recorded against: what ``bbox_client`` ran with;
+    for a test that builds its own clients, what the entries tell, with the given settings."""
+    from ..stores.jsonl import infer_recorded_against
+
+    if cassette.used is not None:
+        return dict(cassette.used)
+    out: dict[str, str | None] = dict(infer_recorded_against(entries))
+    out.update({k: v for k, v in cassette.given.items() if v})
+    return out
+
+
+def _placeholder_key(monkeypatch: pytest.MonkeyPatch, cassette: Cassette) -> None:
+    """In replay, a client for a hosted provider needs no key: give its variable a placeholder
+    (nothing is sent, and a client the tested code builds itself would refuse to start without)."""
+    from ..errors import ConfigError
+    from ..profiles import load_profile
+
+    try:
+        provider = _effective(cassette.settings)["provider"]
+        env = load_profile(provider).api_key_env if provider else None
+    except (ConfigError, OSError):
+        return
+    if env and not os.environ.get(env):
+        monkeypatch.setenv(env, "EMPTY")
+
+
 def _write_back(cassette: Cassette) -> None:
-    """Write the recorded answers to the cassette file (sorted, secrets scrubbed)."""
+    """Write the recorded answers to the cassette file (sorted, secrets scrubbed, with a header)."""
     from ..profiles import load_profile
     from ..stores import SQLiteStore, write_cassette
 
@@ -151,7 +276,7 @@ def _write_back(cassette: Cassette) -> None:
     provider = cassette.settings.get("provider")
     if provider:
         secrets.append(os.environ.get(load_profile(provider).api_key_env))
-    write_cassette(cassette.path, entries, secrets)
+    write_cassette(cassette.path, entries, secrets, recorded=_recorded(cassette, entries))
 
 
 def _block_network(monkeypatch: pytest.MonkeyPatch, cassette: Cassette) -> None:
@@ -187,12 +312,15 @@ def bbox_client(bbox_cassette: Cassette, bbox_client_kwargs: dict[str, Any]) -> 
     from ..client import Client
 
     s = bbox_cassette.settings
-    kw: dict[str, Any] = {"provider": s["provider"], "model": s["model"], "cache_namespace": s["namespace"],
+    eff = _effective(s)
+    kw: dict[str, Any] = {"provider": s["provider"], "model": eff["model"], "cache_namespace": eff["namespace"],
                           "cache_mode": bbox_cassette.cache_mode}
     if bbox_cassette.cache_mode == "replay":
         kw["api_key"] = "EMPTY"  # never sent: replay reaches no provider
     kw.update(bbox_client_kwargs)
     client = Client(s["base_url"], **kw)
+    bbox_cassette.used = {"base_url": client.base_url, "provider": s["provider"] or client.profile.name,
+                          "model": client.model, "namespace": client.cache_namespace}
     try:
         yield client
     finally:
@@ -213,7 +341,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
     if call.excinfo.errisinstance(CacheMiss):
         state = "has no answer for this query" if cassette.path.exists() else "does not exist"
+        against = ", ".join(f"{k} {v!r}" for k, v in sorted(cassette.recorded.items()))
+        hint = getattr(call.excinfo.value, "hint", None)
         report.sections.append(("bbox cassette", (
             f"The cassette {cassette.path} {state} (record mode {cassette.record_mode!r}); nothing was sent.\n"
+            + (f"It was recorded against {against}.\n" if against else "")
+            + (f"In it, {hint}.\n" if hint else "") +
             "Record it against a real provider with --bbox-record-mode=once (missing cassettes) or"
             " new_episodes (add missing answers), plus --bbox-base-url/--bbox-provider/--bbox-model.")))

@@ -29,6 +29,7 @@ sys.path.insert(0, str(BENCH))
 
 import bbt  # benchmarks/bbt.py
 import bdpl  # benchmarks/bdpl.py
+import bundle  # benchmarks/bundle.py
 
 
 def _same(a: float, b: float, n: int) -> bool:
@@ -36,7 +37,7 @@ def _same(a: float, b: float, n: int) -> bool:
 
 
 def merge_bbt(parts: list[Path], target: Path, plot: Path, side_by_side: int) -> list[str]:
-    data = json.loads(target.read_text(encoding="utf-8"))
+    data = bundle.load(target)
     taken = []
     for part in parts:
         p = json.loads(part.read_text(encoding="utf-8"))
@@ -96,7 +97,7 @@ def _verifier(model: str | None, tolerance: float) -> Any:
 
 
 def merge_bdpl(parts: list[Path], target: Path, side_by_side: int, verify: Any = None) -> list[str]:
-    doc: dict[str, Any] = json.loads(target.read_text(encoding="utf-8")) if target.is_file() else {}
+    doc: dict[str, Any] = bundle.load(target) if target.is_file() else {}
     first = json.loads(parts[0].read_text(encoding="utf-8"))
     if (doc.get("budget_calls"), doc.get("eval_limit")) != (first["budget_calls"], first["eval_limit"]):
         # another configuration: its runs go; the chat zero-shot figures involve no search and stay

@@ -64,7 +64,7 @@ def test_replay_of_a_recorded_session_is_identical_and_sends_nothing(tmp_path: P
     for a, b in zip(recorded, replayed):
         assert a.choices == b.choices  # bit for bit, logprobs included
         assert a.usage == b.usage and a.cost_usd == b.cost_usd and a.model == b.model
-    assert report["calls"]["spent"] == 0 and report["cache_hits"] == len(QUERIES)
+    assert report["requests"]["spent"] == 0 and report["cache_hits"] == len(QUERIES)
     assert report["saved_usd"] == pytest.approx(sum(r.cost_usd for r in recorded))
     assert report["saved_usd"] > 0
 
@@ -100,7 +100,7 @@ def test_modes_readwrite_record_off() -> None:
 def test_a_hit_costs_no_budget_and_counts_in_the_store() -> None:
     store = MemoryStore()
     mock_client(store).send(QUERIES[0])
-    budget = Budget(calls=0)
+    budget = Budget(requests=0)
     hit = mock_client(store, budget=budget).send(QUERIES[0])  # calls=0: only a hit can answer
     assert hit.cache_hit and hit.usage.total_tokens == 8
     assert budget.summary()["cache_hits"] == 1
@@ -302,7 +302,9 @@ def test_cassettes_are_sorted_stable_and_round_trip(tmp_path: Path) -> None:
     tape.save()
     write_cassette(b, reversed(list(store.items())))
     assert a.read_bytes() == b.read_bytes()
-    lines = a.read_text(encoding="utf-8").splitlines()
+    header, *lines = a.read_text(encoding="utf-8").splitlines()
+    assert json.loads(header) == {"bbox_lfm_cassette": 1, "recorded_against": {
+        "base_url": "http://mock/v1", "model": "m", "namespace": "http://mock/v1"}}  # what the entries tell
     assert len(lines) == len(QUERIES) and [json.loads(x)["key"] for x in lines] == sorted(k for k, _ in store.items())
     assert "\u00e9\u4e2d" in lines[0]  # readable, not \u-escaped
     replay = mock_client(JSONLStore(a), mode="replay")

@@ -158,7 +158,7 @@ RUN_SCRIPT = textwrap.dedent("""
     for i in range(0, n, workers):
         out = client.send_many(queries[i:i + workers], max_concurrency=workers)
         assert [r.text for r in out] == [" " + q.prompt[0] for q in queries[i:i + workers]]
-    print("done", client.budget.summary()["calls"])
+    print("done", client.budget.summary()["requests"])
 """)
 
 

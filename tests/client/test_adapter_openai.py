@@ -90,11 +90,11 @@ def test_a_truncated_body_is_a_transport_fault_retried_and_counted() -> None:
     route = respx.post(f"{BASE}/completions").mock(side_effect=[
         httpx.Response(200, content=whole[:len(whole) // 2]), httpx.Response(200, content=b"<html>bad gateway</html>"),
         httpx.Response(200, content=whole)])
-    budget = Budget(calls=1)
+    budget = Budget(requests=1)
     with make_client(budget=budget) as c:
         r = c.send(Query(prompt="x"))
     assert route.call_count == 3 and r.attempts == 3 and r.text == " great"
-    assert budget.summary()["calls"] == 1 and budget.summary()["retries"] == 2
+    assert budget.summary()["requests"] == 1 and budget.summary()["retries"] == 2
 
 
 @respx.mock
@@ -106,7 +106,7 @@ def test_a_body_that_stays_truncated_fails_after_bounded_attempts() -> None:
         c.send(Query(prompt="x"))
     assert isinstance(info.value, APIConnectionError) and not isinstance(info.value, MalformedResponseError)
     assert route.call_count == 3 and info.value.attempts == 3
-    assert budget.summary()["calls"] == 1 and budget.summary()["retries"] == 2
+    assert budget.summary()["requests"] == 1 and budget.summary()["retries"] == 2
 
 
 @respx.mock
@@ -135,11 +135,11 @@ def test_429_honours_retry_after_then_succeeds() -> None:
 def test_500_burst_is_retried_and_counted_once_in_the_budget() -> None:
     route = respx.post(f"{BASE}/completions").mock(side_effect=[httpx.Response(500), httpx.Response(502),
                                                                 httpx.Response(503), httpx.Response(200, json=COMPLETION)])
-    budget = Budget(calls=1)
+    budget = Budget(requests=1)
     with make_client(budget=budget) as c:
         r = c.send(Query(prompt="x"))
     assert route.call_count == 4 and r.attempts == 4
-    assert budget.summary()["calls"] == 1
+    assert budget.summary()["requests"] == 1
 
 
 @respx.mock
@@ -201,6 +201,16 @@ def test_api_key_never_in_errors_or_logs(caplog: pytest.LogCaptureFixture) -> No
     for text in (str(e1.value), str(e2.value), repr(e1.value), caplog.text):
         assert KEY not in text and "SECRET" not in text
     assert "Incorrect API key provided" in str(e1.value)
+
+
+@respx.mock
+def test_models_are_retried_like_queries() -> None:
+    route = respx.get(f"{BASE}/models").mock(side_effect=[
+        httpx.Response(503), httpx.Response(200, content=b'{"object": "li'),
+        httpx.Response(200, json={"object": "list", "data": [{"id": "m1", "object": "model"}]})])
+    with make_client() as c:
+        assert c.models()[0]["id"] == "m1"
+    assert route.call_count == 3
 
 
 @respx.mock

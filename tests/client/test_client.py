@@ -38,7 +38,8 @@ def test_import_is_light() -> None:
 def test_profiles_ship_and_load() -> None:
     assert {"openai", "vllm", "llama-cpp", "bbox-lfm", "generic"} <= set(available_profiles())
     assert load_profile("bbox-lfm").capabilities.soft_prompt
-    assert load_profile("openai").capabilities.max_top_logprobs == 20
+    assert load_profile("openai").capabilities.chat_max_top_logprobs == 20
+    assert load_profile("openai").capabilities.max_top_logprobs == 5
     with pytest.raises(ConfigError, match="provider must be one of"):
         load_profile("nope")
 

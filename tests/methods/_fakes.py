@@ -36,18 +36,28 @@ def _score(query: Query) -> dict[str, Any]:
 
 
 class FakeServer(MockAdapter):
-    """The fake model plus the metadata and hidden_stats routes of bbox-lfm's server."""
+    """The fake model plus the metadata and hidden_stats routes of bbox-lfm's server.
+    ``posts`` records the hidden_stats requests as (path, body)."""
 
     def __init__(self, score: Any = None) -> None:
-        super().__init__(score or _score)
+        super().__init__(self._answer)
+        self._score = score or _score
         self.posts: list[tuple[str, Any]] = []
+
+    def _answer(self, query: Query) -> dict[str, Any]:
+        if query.endpoint == "hidden_stats":
+            self.posts.append(("/bbox/hidden_stats", {"input": list(query.prompt), **query.extra}))
+            return {"object": "hidden_stats", "model": "m", "layer_std": [0.5 * (l + 1) for l in range(L)],
+                    "n_tokens": 10 * len(query.prompt)}
+        return self._score(query)
+
+    @property
+    def calls(self) -> int:
+        """Scoring queries answered (the hidden_stats requests are in ``posts``)."""
+        return sum(q.endpoint != "hidden_stats" for q in self.queries)
 
     def models(self) -> list[dict[str, Any]]:
         return [{"id": "m", "metadata": {"hidden_size": D, "num_layers": L, "embedding_std": 0.5}}]
-
-    def post(self, path: str, body: Any) -> Any:
-        self.posts.append((path, body))
-        return {"layer_std": [0.5 * (l + 1) for l in range(L)]}
 
 
 def fake_client(provider: str = "bbox-lfm", store: Any = None, adapter: FakeServer | None = None) -> Client:

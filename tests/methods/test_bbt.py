@@ -122,7 +122,7 @@ def test_same_seed_same_queries_and_replay_sends_nothing() -> None:
     silent = fakes.FakeServer()
     replay = BBT(**TINY).fit(fakes.fake_client(store=store, adapter=silent).with_cache_mode("replay"), task,
                              split=split)
-    assert silent.calls == 0 and replay.budget_spent_["calls"] == 0 and replay.eval_spent_["calls"] == 0
+    assert silent.calls == 0 and replay.budget_spent_["requests"] == 0 and replay.eval_spent_["requests"] == 0
     assert replay.budget_spent_["cache_hits"] == 36
     assert replay.best_prompt_ == first.best_prompt_ and replay.curve_ == first.curve_
     different = BBT(**{**TINY, "seed": 6}).fit(fakes.fake_client(), task, split=split)
@@ -207,5 +207,5 @@ def test_local_server_search_and_replay(local_client) -> None:
     assert m.history_[-1]["loss_mean"] < m.history_[0]["loss_mean"]  # the population moves downhill
     assert m.budget_spent_["calls"] == m.calls_ == 24 and m.eval_spent_["calls"] == len(m.curve_) == 3
     replay = BBT(**SMALL).fit(local_client.with_cache_mode("replay"), task, split=split)
-    assert replay.budget_spent_["calls"] == 0 and replay.eval_spent_["calls"] == 0
+    assert replay.budget_spent_["requests"] == 0 and replay.eval_spent_["requests"] == 0
     assert replay.best_prompt_ == m.best_prompt_ and replay.curve_ == m.curve_

@@ -4,14 +4,18 @@ search on the real local server."""
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
+import respx
 
-from bbox_lfm.errors import CacheMiss, CapabilityError
+from bbox_lfm import Budget, Client
+from bbox_lfm.errors import BudgetExhausted, CacheMiss, CapabilityError
 from bbox_lfm.methods import Method, get
-from bbox_lfm.methods.bbtv2 import BBTv2, layer_schedule
+from bbox_lfm.methods.bbtv2 import BBTv2, hidden_stats, layer_schedule
 from bbox_lfm.stores import MemoryStore
 from bbox_lfm.tasks import FewShot, load_task
 from bbox_lfm.tensors import decode
@@ -67,7 +71,8 @@ def test_search_layers_calls_and_replay() -> None:
     assert adapter.posts[0][1]["input"] == [task.format(ex) for ex in split.train]
     assert m.extra_["A_std"] == pytest.approx([0.2 * s / (np.sqrt(20) * 0.2) for s in m.extra_["layer_std"]])
     # each call carries the whole [L, n, D] deep prompt; a generation changes one layer only
-    first_gen = [decode(q.extra["deep_prompt"]) for q in adapter.queries[:6]]
+    scoring = [q for q in adapter.queries if q.endpoint != "hidden_stats"]
+    first_gen = [decode(q.extra["deep_prompt"]) for q in scoring[:6]]
     assert first_gen[0].shape == (fakes.L, 3, fakes.D)
     assert all(np.any(g[0]) and not np.any(g[1:]) for g in first_gen)
     assert decode(m.best_prompt_).shape == (fakes.L, 3, fakes.D)
@@ -76,11 +81,35 @@ def test_search_layers_calls_and_replay() -> None:
     silent = fakes.FakeServer()
     replay = BBTv2(**TINY).fit(fakes.fake_client(store=store, adapter=silent).with_cache_mode("replay"), task,
                                split=split)
-    assert silent.calls == 0 and silent.posts == [] and replay.budget_spent_["calls"] == 0
+    assert silent.calls == 0 and silent.posts == [] and replay.budget_spent_["requests"] == 0
     assert replay.best_prompt_ == m.best_prompt_ and replay.curve_ == m.curve_
     with pytest.raises(CacheMiss):
         BBTv2(**{**TINY, "seed": 6}).fit(fakes.fake_client(store=store, adapter=silent).with_cache_mode("replay"),
                                          task, split=split)
+
+
+@respx.mock
+def test_hidden_stats_request_goes_through_the_clients_layers() -> None:
+    """Retried on a 503, counted in the client's budget, cached: the request is a query like any
+    other (it once went straight to the adapter's HTTP client and skipped every layer)."""
+    base = "http://stats.test/v1"
+    stats = {"object": "hidden_stats", "model": "m", "layer_std": [0.5, 1.0, 1.5], "n_tokens": 12}
+    route = respx.post(f"{base}/bbox/hidden_stats").mock(side_effect=[
+        httpx.Response(503, json={"error": {"message": "busy"}}), httpx.Response(200, json=stats)])
+    budget = Budget(calls=5)
+    with Client(base, provider="bbox-lfm", model="m", cache=MemoryStore(), budget=budget,
+                sleep=lambda s: None) as client:
+        assert hidden_stats(client, ["a good film", "a bad film"], None) == [0.5, 1.0, 1.5]
+        assert route.call_count == 2
+        assert json.loads(route.calls.last.request.content) == {"model": "m", "input": ["a good film", "a bad film"],
+                                                                 "clip": True}
+        assert budget.summary()["calls"] == 1 and budget.summary()["retries"] == 1
+        assert hidden_stats(client, ["a good film", "a bad film"], None) == [0.5, 1.0, 1.5]
+        assert route.call_count == 2 and budget.summary()["cache_hits"] == 1
+    with Client(base, provider="bbox-lfm", model="m", cache=MemoryStore(), budget=Budget(calls=0),
+                sleep=lambda s: None) as client, pytest.raises(BudgetExhausted):
+        hidden_stats(client, ["x"], None)
+    assert route.call_count == 2
 
 
 def test_save_load_predict(tmp_path: Path) -> None:
@@ -106,4 +135,4 @@ def test_local_server_search_and_replay(local_client) -> None:
     assert m.budget_spent_["calls"] == m.calls_ == 12 and decode(m.best_prompt_).shape[0] == L
     assert m.best_train_loss_ < m.history_[0]["loss_mean"]
     replay = BBTv2(**kw).fit(local_client.with_cache_mode("replay"), task, split=split)
-    assert replay.budget_spent_["calls"] == 0 and replay.best_prompt_ == m.best_prompt_
+    assert replay.budget_spent_["requests"] == 0 and replay.best_prompt_ == m.best_prompt_

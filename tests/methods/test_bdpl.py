@@ -147,7 +147,7 @@ def test_finds_the_favoured_prompt_against_a_mock_provider():
     assert m.best_prompt_ == " ".join(TARGET)
     assert [CANDIDATES[j] for j in m.probs_.argmax(axis=1)] == list(TARGET)
     # one request per call (the whole batch in it); a prompt sampled twice is a free cache hit
-    assert m.calls_ == 600 == m.budget_spent_["calls"] + m.budget_spent_["cache_hits"]
+    assert m.calls_ == 600 == m.budget_spent_["calls"] == m.budget_spent_["requests"] + m.budget_spent_["cache_hits"]
     assert m.curve_[-1]["calls"] == 600 and m.curve_[-1]["dev_accuracy"] == 1.0
     assert m.history_[-1]["loss_mean"] < m.history_[0]["loss_mean"]
     assert np.array_equal(m.predict(client, toy_task().few_shot().dev), [ex.label for ex in toy_task().few_shot().dev])
@@ -165,7 +165,7 @@ def test_best_prompt_is_a_copy_and_budget_exhaustion_stops_cleanly():
     assert m.best_probs_ is not m.probs_
     # dev evaluations are counted apart from the search; a step cut short is spent, not counted
     # in calls_ (its answers are cached for a resumed run)
-    assert m.eval_spent_["calls"] + m.eval_spent_["cache_hits"] == len(m.curve_) >= 3
+    assert m.eval_spent_["calls"] == len(m.curve_) >= 3
     assert m.budget_spent_["calls"] + m.eval_spent_["calls"] == client.budget.summary()["calls"]
     assert m.calls_ == 10 * len(m.history_) <= m.budget_spent_["calls"]
 
@@ -180,7 +180,8 @@ def test_same_seed_same_result_and_cached_rerun_sends_nothing():
     client2, adapter2 = mock_client(cache=store)
     b = BDPL(**kw).fit(client2, toy_task())
     assert adapter2.calls == 0
-    assert b.budget_spent_["calls"] == 0 and b.budget_spent_["cache_hits"] == b.calls_ == a.calls_ == 60
+    assert b.budget_spent_["requests"] == 0
+    assert b.budget_spent_["calls"] == b.budget_spent_["cache_hits"] == b.calls_ == a.calls_ == 60
     assert np.array_equal(a.probs_, b.probs_) and a.best_prompt_ == b.best_prompt_ and a.curve_ == b.curve_
     c = BDPL(**{**kw, "seed": 4}).fit(mock_client()[0], toy_task())
     assert not np.array_equal(a.probs_, c.probs_)
@@ -224,11 +225,12 @@ def test_runs_against_openai_shaped_chat_answers_and_reports_misses():
                  strategy="topk", endpoint="chat", top_k=20).fit(client, task)
     n_train = len(task.few_shot().train)
     assert m.calls_ == 8
-    assert m.budget_spent_["calls"] == 8 * n_train  # one chat request per training example
-    assert m.eval_spent_["calls"] == len(m.curve_) * n_train
+    # --budget counts calls; the chat endpoint needs one request per training example for each
+    assert m.budget_spent_["calls"] == 8 and m.budget_spent_["requests"] == 8 * n_train
+    assert m.eval_spent_["calls"] == len(m.curve_) and m.eval_spent_["requests"] == len(m.curve_) * n_train
     assert m.misses_ == counter["misses"] > 0
     assert m.extra_["misses"] == m.misses_ == m.extra_["search_misses"] + m.extra_["dev_misses"]
-    assert m.budget_spent_["cost_usd"] > 0
+    assert m.budget_spent_["dollars"] > 0
 
 
 def test_harness_reports_the_eval_misses_of_a_top_k_provider():

@@ -170,7 +170,7 @@ def test_models_lists_classifiers_and_the_route_checks_inputs(zoo_server: Any, t
         assert np.allclose(np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1,
                            keepdims=True), p, atol=1e-5)
         assert np.array_equal(top, p.argmax(1))
-        assert client.budget.summary()["sequences"] == 12
+        assert client.budget.summary()["sequences"] == 12 and client.budget.summary()["calls"] == 3
     r = httpx.post(f"{zoo_server.base_url}/bbox/classify",
                    json={"model": "digits-api-00", "inputs": {"shape": [2, 64], "dtype": "float32",
                                                                 "data": "A" * 684}})
@@ -189,7 +189,8 @@ def test_fit_through_two_served_apis_counts_every_query_and_replays(zoo_server: 
         counted = client.adapter
     assert isinstance(counted, Counting)
     # two visits of two inversions of six steps: 24 requests, each all B (q + 1) rows of a step
-    assert m.budget_spent_["calls"] == len(counted.sent) == m.calls_ == m.projected_calls() == 24
+    assert m.budget_spent_["calls"] == m.budget_spent_["requests"] == len(counted.sent) == 24
+    assert m.calls_ == m.projected_calls() == 24
     assert m.budget_spent_["sequences"] == 24 * 6 * (8 + 1)
     assert {q.endpoint for q in counted.sent} == {"classify"}
     # inversion lowers the API's loss on the generator's samples, on every inversion
@@ -200,7 +201,8 @@ def test_fit_through_two_served_apis_counts_every_query_and_replays(zoo_server: 
 
     with _client(LOCAL_REPLAY_URL, tiny_zoo, cache, mode="replay") as offline:
         again = BiDfMKD(**config).fit(offline, progress=False)
-    assert again.budget_spent_["calls"] == 0 and again.budget_spent_["cache_hits"] == 24
+    assert again.budget_spent_["requests"] == 0 and again.budget_spent_["cache_hits"] == 24
+    assert again.budget_spent_["calls"] == 24  # the same steps, all answered from the cache
     for a, b in zip(m.params_, again.params_, strict=True):
         assert torch.equal(a, b)
     out = m.save(tmp_path / "meta.json")
@@ -223,7 +225,7 @@ def test_budget_exhausted_mid_run_keeps_the_last_whole_visit(zoo_server: Any, ti
 def test_true_gradient_ablation_sends_nothing(tiny_zoo: Path) -> None:
     m = BiDfMKD(budget=24, q=8, samples_per_class=2, inversion_steps=6, replay_steps=1, hidden=16,
                 true_gradient=True, zoo_dir=str(tiny_zoo)).fit(None, progress=False)
-    assert m.budget_spent_["calls"] == 0 and len(m.curve_) == 2
+    assert m.budget_spent_["calls"] == m.budget_spent_["requests"] == 0 and len(m.curve_) == 2
     assert all(r["api_loss_support"] < r["api_loss_support_start"] for r in m.curve_)
 
 
@@ -296,11 +298,11 @@ def test_cli_builds_a_zoo_tunes_through_it_and_replays(tmp_path: Path) -> None:
               "--cache", str(tmp_path / "cache.sqlite"), "--no-progress"]
     assert main([*common, "--out", str(tmp_path / "r.json"), "--save-model", str(tmp_path / "meta.json")]) == 0
     first = read_result(tmp_path / "r.json")
-    assert 0 < first["budget_spent"]["calls"] <= 12
+    assert 0 < first["budget_spent"]["calls"] == first["budget_spent"]["requests"] <= 12
     assert first["eval"]["accuracy"] is not None and [s["shot"] for s in first["eval"]["settings"]] == [1, 5]
     assert BiDfMKD.load(tmp_path / "meta.json").meta_test(episodes=10) == first["eval"]["settings"][0]
     assert main([*common, "--cache-mode", "replay", "--out", str(tmp_path / "replay.json")]) == 0
     again = read_result(tmp_path / "replay.json")
-    assert again["budget_spent"]["calls"] == 0
-    assert again["budget_spent"]["cache_hits"] == first["budget_spent"]["calls"]
+    assert again["budget_spent"]["requests"] == 0
+    assert again["budget_spent"]["cache_hits"] == again["budget_spent"]["calls"] == first["budget_spent"]["calls"]
     assert again["eval"] == first["eval"]

@@ -41,7 +41,7 @@ def test_best_of_n_picks_the_template_that_works(mock_client) -> None:  # type: 
                             {"calls": 3, "dev_accuracy": method.dev_scores_[1]}]
     assert result.budget_spent["calls"] == 3  # one request per candidate (16 dev rows each)
     # the harness re-scores dev from the cache and sends only the eval rows
-    assert result.eval_spent["calls"] == 1 and result.eval_spent["cache_hits"] == 1
+    assert result.eval_spent["requests"] == 1 and result.eval_spent["cache_hits"] == 1 == result.eval_spent["calls"] - 1
     assert result.dev["accuracy"] == method.dev_scores_[1]
     assert result.eval["n"] == 20 and result.eval["accuracy"] > 0.5
 

@@ -32,7 +32,7 @@ def test_bdpl_runs_a_task_spec_the_project_has_never_seen(local_server, tmp_path
     assert r["task"] == "tickets" and r["eval"]["n"] == 3
     assert 0 < r["budget_spent"]["calls"] <= 40 and r["curve"]
     again = tune(local_server, tmp_path, *args, mode="replay")
-    assert again["budget_spent"]["calls"] == 0 and again["eval_spent"]["calls"] == 0
+    assert again["budget_spent"]["requests"] == 0 and again["eval_spent"]["requests"] == 0
     assert again["prompt"] == r["prompt"] and again["eval"] == r["eval"]
 
 
@@ -43,5 +43,5 @@ def test_bbt_within_budget_then_replayed_sends_nothing(local_server, tmp_path: P
     # whole generations of 8 within the 20; dev and eval scoring counted apart
     assert r["budget_spent"]["calls"] == 16 and r["eval_spent"]["calls"] > 0 and r["curve"]
     again = tune(local_server, tmp_path, *args, mode="replay")
-    assert again["budget_spent"]["calls"] == 0 and again["eval_spent"]["calls"] == 0
+    assert again["budget_spent"]["requests"] == 0 and again["eval_spent"]["requests"] == 0
     assert again["prompt"] == r["prompt"]

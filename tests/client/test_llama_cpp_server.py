@@ -1,0 +1,78 @@
+"""Against a real third-party server: llama-cpp-python's, on the embedded SmolLM2 GGUF.
+
+Skipped where llama-cpp-python is not installed (``make test-llama-cpp`` builds it). The probe
+must find what the shipped ``llama-cpp`` profile says; with no ``--model`` the one served model
+is used; label words count one token each (``max_tokens=1`` and the echoed prompt, since
+llama.cpp reads 0 as "no limit"); top-k scores agree with the local server's exact ones on the
+same model; a BDPL budget of N calls is N calls and N x train-size requests.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bbox_lfm.testing.llama_cpp import available
+
+pytestmark = pytest.mark.skipif(not available(), reason="llama-cpp-python is not installed (make test-llama-cpp)")
+
+PROBED = ("completions", "logprobs", "max_top_logprobs", "chat_logprobs", "chat_max_top_logprobs", "echo",
+          "echo_max_tokens", "max_batch")
+
+
+@pytest.fixture(scope="module")
+def llama_url():
+    from bbox_lfm.testing.llama_cpp import llama_cpp_server
+
+    with llama_cpp_server() as url:
+        yield url
+
+
+def test_probe_finds_the_shipped_profile(llama_url: str) -> None:
+    from bbox_lfm import Client
+    from bbox_lfm.probe import probe
+    from bbox_lfm.profiles import load_profile
+
+    with Client(llama_url, provider="llama-cpp", cache_mode="off", max_attempts=1) as client:
+        result = probe(client)
+    shipped = load_profile("llama-cpp").capabilities
+    assert {k: result.capabilities[k] for k in PROBED} == {k: getattr(shipped, k) for k in PROBED}, result.evidence
+    assert result.max_tokens_zero == "generates" and not result.model_named and len(result.models) == 1
+
+
+def test_no_model_named_label_words_counted_and_scores_agree(llama_url: str, local_client, tmp_path: Path) -> None:
+    from bbox_lfm import Client
+    from bbox_lfm.tasks import load_task
+
+    task = load_task("sst2")
+    template, words = task.templates[1]
+    rows = task.split("eval")[:12]
+    prompts = [template.format(text=ex.text) for ex in rows]
+    with Client(llama_url, provider="llama-cpp", cache=tmp_path / "c.sqlite") as client:
+        assert client.model is None
+        assert task.with_template(template, words).check_label_words(client) is True
+        assert client.model_source == "the one model the server lists"
+        theirs = client.score(prompts, words)
+        assert theirs.strategy == "topk" and theirs.misses == 0
+        assert client.budget.summary()["requests"] == len(prompts) + len(words) + 1  # one prompt per request
+    ours = local_client.score(prompts, words)  # exact scores, same weights de-quantized to float32
+    assert (theirs.predictions() == ours.predictions()).mean() >= 11 / 12
+    assert np.abs(theirs.logprobs - ours.logprobs).max() < 0.5
+
+
+def test_bdpl_budget_is_calls_with_requests_apart(llama_url: str, tmp_path: Path, monkeypatch) -> None:
+    from bbox_lfm.cli import main
+
+    monkeypatch.setenv("BBOX_LFM_CACHE_DIR", str(tmp_path))
+    out = tmp_path / "bdpl.json"
+    rc = main(["tune", "bdpl", "--task", "sample", "--budget", "4", "--set", "sample_size=2", "--set",
+               "eval_every=4", "--eval-limit", "4", "--base-url", llama_url, "--provider", "llama-cpp",
+               "--no-progress", "--out", str(out)])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    n_train = r["budget_spent"]["sequences"] // 4
+    assert r["budget_spent"]["calls"] == 4 and r["budget_spent"]["requests"] == 4 * n_train > 4
+    assert r["model"] and r["provider"] == "llama-cpp"
