@@ -125,38 +125,40 @@ def main(argv: list[str] | None = None) -> int:
 
     from bbox_lfm import Client
     from bbox_lfm.commands.tune import parse_sets
-    from bbox_lfm.methods.bidf_mkd import BiDfMKD
+    from bbox_lfm.methods.bidf_mkd import BiDfMKD, meta_test_result
     from bbox_lfm.serve import start_local
     from bbox_lfm.zoo import build_zoo, load_zoo, zoo_namespace
 
     sets = parse_sets(args.sets)
+    BiDfMKD(budget=args.budget, seed=args.seed, **sets)  # bad settings fail here, before anything runs
     zoo_dir = Path(args.zoo)
     zoo = load_zoo(zoo_dir) if (zoo_dir / "zoo.json").is_file() else build_zoo(zoo_dir, n_models=20, seed=0)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
-    config = BiDfMKD(budget=args.budget, seed=args.seed, **sets).get_config()
-    if doc.get("config") != config or doc.get("episodes") != args.episodes:
+    settings_key = {"budget": args.budget, "episodes": args.episodes, "sets": sets}
+    if doc.get("kind") != "bundle" or doc.get("settings") != settings_key:
         doc = {}  # other settings: start afresh (the cache still answers repeated queries)
     doc.update({
-        "benchmark": "BiDf-MKD on a digits zoo; meta-test on held-out digits 6-9",
-        "command": "python benchmarks/bidf_mkd.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": _machine(), "config": config, "episodes": args.episodes, "seed": args.seed,
+        "schema": 1, "kind": "bundle", "benchmark": "bidf_mkd",
+        "title": "BiDf-MKD on a digits zoo; meta-test on held-out digits 6-9", "settings": settings_key,
         "zoo": {"apis": len(zoo.models), "input_shape": list(zoo.input_shape), "way": 3,
                 "meta_train_classes": list(zoo.meta_train_classes), "meta_test_classes": list(zoo.meta_test_classes),
                 "heldout_accuracy_mean": round(sum(m.info["heldout_accuracy"] for m in zoo.models.values())
                                                / len(zoo.models), 4)},
         "calls_meaning": "one classification request = one generator step of one inversion (B (q+1) rows)",
     })
-    doc.setdefault("variants", {})
+    doc.setdefault("runs", [])
+    command = "python benchmarks/bidf_mkd.py " + " ".join(argv if argv is not None else sys.argv[1:])
     server = start_local(zoo=str(zoo_dir), lm=False)
     try:
         client = Client(server.base_url, provider="bbox-lfm", cache=args.cache, cache_namespace=zoo_namespace(zoo_dir))
         with client:
             for name in args.variants:
-                if name in doc["variants"] and not args.redo:
-                    print(f"{name}: done already", flush=True)
+                done = [r for r in doc["runs"] if r["extra"]["variant_name"] == name and r["seed"] == args.seed]
+                if done and not args.redo:
+                    print(f"{name}, seed {args.seed}: done already", flush=True)
                     continue
                 extra = dict(VARIANTS[name])
                 if extra.get("true_gradient"):
@@ -164,53 +166,62 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 m = BiDfMKD(budget=args.budget, seed=args.seed, **sets, **extra).fit(client)
                 fit_s = time.perf_counter() - t0
-                settings = {f"{s}-shot": m.meta_test(way=3, shot=s, episodes=args.episodes, seed=0) for s in (1, 5)}
-                doc["variants"][name] = {
-                    "variant": m.variant, "meta_test": settings, "budget_spent": m.budget_spent_,
-                    "stopped_by": m.stopped_by_, "visits": len(m.curve_) if not m.oracle_maml else 0,
-                    "fit_s": round(fit_s, 1), "wall_s": round(time.perf_counter() - t0, 1),
-                    "curve_tail": m.curve_[-3:]}
+                tests = [m.meta_test(way=3, shot=shot, episodes=args.episodes, seed=0) for shot in (1, 5)]
+                run = meta_test_result(m, tests, provider=client.profile.name,
+                                       model=f"{len(zoo.models)} digits APIs ({zoo_dir.name})",
+                                       wall_s=time.perf_counter() - t0).to_json()
+                run["extra"].update({"variant_name": name, "fit_s": round(fit_s, 1), "stopped_by": m.stopped_by_,
+                                     "machine": _machine(), "command": command})
+                doc["runs"] = [r for r in doc["runs"] if r not in done] + [run]
                 _write(out, doc)
-                print(name, json.dumps(doc["variants"][name]["meta_test"]), m.budget_spent_, flush=True)
+                print(name, args.seed, [(t["shot"], t["accuracy"], t["ci95"]) for t in tests], m.budget_spent_,
+                      flush=True)
             if "estimator_cosine" not in doc or args.redo:
                 before = client.budget.summary()["calls"]
-                doc["estimator_cosine"] = estimator_cosines(client, zoo, points=args.cosine_points, seed=args.seed)
+                doc["estimator_cosine"] = estimator_cosines(client, zoo, points=args.cosine_points, seed=0)
                 doc["estimator_cosine_calls"] = client.budget.summary()["calls"] - before
                 _write(out, doc)
     finally:
         server.stop()
     _summarise(doc)
     _write(out, doc)
-    print(json.dumps(doc.get("summary"), indent=2))
+    print(json.dumps(doc.get("summary"), indent=2, ensure_ascii=False))
     return 0
 
 
+def _pct(t: dict[str, Any]) -> str:
+    return f"{100 * t['accuracy']:.1f} ± {100 * t['ci95']:.1f}"
+
+
 def _summarise(doc: dict[str, Any]) -> None:
-    """The bar (BiDf-MKD above the random meta-model by more than both intervals, on both settings)
-    and the gap to the true-gradient upper bound, from whatever variants are done."""
-    v = doc.get("variants", {})
+    """Per seed: the bar (BiDf-MKD above the random meta-model by more than both intervals, on
+    both settings), the gap to the true-gradient upper bound, and a table in percent."""
+    by: dict[int, dict[str, dict[str, Any]]] = {}
+    for r in doc.get("runs", []):
+        by.setdefault(r["seed"], {})[r["extra"]["variant_name"]] = r
     summary: dict[str, Any] = {}
-    for shot in ("1-shot", "5-shot"):
-        row: dict[str, Any] = {}
-        if "bidf-mkd" in v and "random" in v:
-            a, r = v["bidf-mkd"]["meta_test"][shot], v["random"]["meta_test"][shot]
-            row["over_random"] = round(a["accuracy"] - r["accuracy"], 3)
-            row["intervals_sum"] = round(a["ci95"] + r["ci95"], 3)
-            row["bar_met"] = row["over_random"] > row["intervals_sum"]
-        if "bidf-mkd" in v and "true-gradient" in v:
-            a, t = v["bidf-mkd"]["meta_test"][shot], v["true-gradient"]["meta_test"][shot]
-            row["gap_to_true_gradient"] = round(t["accuracy"] - a["accuracy"], 3)
-            row["gap_intervals_sum"] = round(a["ci95"] + t["ci95"], 3)
-        summary[shot] = row
-    # queries = the method's calls (answered from the cache or not); sent = requests that went
-    # upstream (a variant whose inversions repeat another's, e.g. no-boundary's support sets,
-    # gets them from the cache)
-    summary["table"] = {name: {"1-shot": f"{r['meta_test']['1-shot']['accuracy']:.1f} ± {r['meta_test']['1-shot']['ci95']:.1f}",
-                               "5-shot": f"{r['meta_test']['5-shot']['accuracy']:.1f} ± {r['meta_test']['5-shot']['ci95']:.1f}",
+    for seed, v in sorted(by.items()):
+        out: dict[str, Any] = {}
+        for i, shot in enumerate(("1-shot", "5-shot")):
+            row: dict[str, Any] = {}
+            if "bidf-mkd" in v and "random" in v:
+                a, r = v["bidf-mkd"]["eval"]["settings"][i], v["random"]["eval"]["settings"][i]
+                row["over_random"] = round(100 * (a["accuracy"] - r["accuracy"]), 2)
+                row["intervals_sum"] = round(100 * (a["ci95"] + r["ci95"]), 2)
+                row["bar_met"] = row["over_random"] > row["intervals_sum"]
+            if "bidf-mkd" in v and "true-gradient" in v:
+                a, t = v["bidf-mkd"]["eval"]["settings"][i], v["true-gradient"]["eval"]["settings"][i]
+                row["gap_to_true_gradient"] = round(100 * (t["accuracy"] - a["accuracy"]), 2)
+                row["gap_intervals_sum"] = round(100 * (a["ci95"] + t["ci95"]), 2)
+            out[shot] = row
+        # queries = the method's calls (answered from the cache or not); sent = requests that went
+        # upstream (a variant whose inversions repeat another's, e.g. no-boundary's support sets,
+        # gets them from the cache)
+        out["table"] = {name: {"1-shot": _pct(r["eval"]["settings"][0]), "5-shot": _pct(r["eval"]["settings"][1]),
                                "queries": r["budget_spent"]["calls"], "sent": r["budget_spent"]["requests"]}
                         for name, r in v.items()}
+        summary[f"seed {seed}"] = out
     doc["summary"] = summary
-
 
 if __name__ == "__main__":
     sys.exit(main())
