@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bbox_lfm import Client
     from bbox_lfm.commands.tune import parse_sets
-    from bbox_lfm.methods.bidf_mkd import BiDfMKD, meta_test_result
+    from bbox_lfm.methods.bidf_mkd import BiDfMKD, meta_test_result, run_label
     from bbox_lfm.serve import start_local
     from bbox_lfm.zoo import build_zoo, load_zoo, zoo_namespace
 
@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         "calls_meaning": "one classification request = one generator step of one inversion (B (q+1) rows)",
     })
     doc.setdefault("runs", [])
+    for r in doc["runs"]:  # records written before run_label existed carried the bare method name
+        r["method"] = run_label(r["extra"]["variant"])
     command = "python benchmarks/bidf_mkd.py " + " ".join(argv if argv is not None else sys.argv[1:])
     server = start_local(zoo=str(zoo_dir), lm=False)
     try:

@@ -74,7 +74,7 @@ from ..errors import BudgetExhausted, CapabilityError, ConfigError, check
 from ..tensors import decode, encode
 from .base import Method, register
 
-__all__ = ["Api", "BiDfMKD", "Episode", "discover_apis", "kl", "meta_test_result", "zo_gradient"]
+__all__ = ["Api", "BiDfMKD", "Episode", "discover_apis", "kl", "meta_test_result", "run_label", "zo_gradient"]
 
 
 # -- the two pieces the tests check on their own --------------------------------------------
@@ -660,6 +660,12 @@ class BiDfMKD(Method):
         self.extra_ = dict(state.get("extra", {}))
 
 
+def run_label(variant: str) -> str:
+    """The ``method`` a results record carries: ``bidf-mkd``, or ``bidf-mkd/<ablation>``, so that
+    ``bbox-lfm report`` keeps each ablation apart rather than averaging them together."""
+    return variant if variant.startswith("bidf-mkd") else f"bidf-mkd/{variant}"
+
+
 def meta_test_result(method: BiDfMKD, settings: Sequence[dict[str, Any]], *, provider: str, model: str,
                      wall_s: float) -> Any:
     """A fitted, meta-tested run in the shared results format: ``eval`` is the first setting
@@ -670,7 +676,7 @@ def meta_test_result(method: BiDfMKD, settings: Sequence[dict[str, Any]], *, pro
     first = settings[0]
     last = method.curve_[-1].get("dev_accuracy") if method.curve_ else None
     return RunResult(
-        method=method.name, config=method.get_config(),
+        method=run_label(method.variant), config=method.get_config(),
         task=f"digits 6-9, {method.way_}-way meta-test", seed=method.seed, provider=provider, model=model,
         budget_spent=dict(method.budget_spent_), eval_spent=Budget().summary(), wall_s=round(wall_s, 3),
         dev={"accuracy": last, "f1": None,

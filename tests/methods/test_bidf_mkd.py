@@ -305,4 +305,4 @@ def test_cli_builds_a_zoo_tunes_through_it_and_replays(tmp_path: Path) -> None:
     again = read_result(tmp_path / "replay.json")
     assert again["budget_spent"]["requests"] == 0
     assert again["budget_spent"]["cache_hits"] == again["budget_spent"]["calls"] == first["budget_spent"]["calls"]
-    assert again["eval"] == first["eval"]
+    assert again["eval"] == first["eval"] and first["method"] == "bidf-mkd"
