@@ -11,6 +11,7 @@ query, however many attempts the retry layer needed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -58,8 +59,9 @@ class Client:
       provider: a profile name (``openai``, ``vllm``, ``llama-cpp``, ``ollama``, ``bbox-lfm``,
         ``generic``), a path to a TOML profile, or a :class:`ProviderProfile`. Default: ``bbox-lfm``
         for a loopback URL, ``openai`` for api.openai.com, else ``generic``. A profile that
-        ``bbox-lfm providers probe`` wrote for this URL is used instead of a named one (of the
-        same name, or when none is named) unless ``probed=False``.
+        ``bbox-lfm providers probe`` wrote for this URL gives the capabilities (the named
+        profile, if any, the rest: key variable, prices, limits) unless ``probed=False`` or the
+        provider is a ``.toml`` path or a :class:`ProviderProfile`.
       budget: limits for everything this client sends (default: unlimited, still counted).
       cache: a store object, a path to an SQLite file, or None for the default cache location.
       cache_mode: ``off``, ``readwrite``, ``replay`` or ``record``.
@@ -127,12 +129,16 @@ class Client:
         if isinstance(provider, ProviderProfile):
             return provider
         provider = provider if provider is not None else os.environ.get("BBOX_LFM_PROVIDER") or None
-        if probed and (provider is None or not str(provider).endswith(".toml")):
-            found = probed_profile(base_url)
-            if found is not None and (provider is None or found.name == provider):
-                return found  # measured beats documented
+        found = probed_profile(base_url) if probed and not str(provider or "").endswith(".toml") else None
         if provider is not None:
-            return load_profile(provider)
+            named = load_profile(provider)
+            if found is None:
+                return named
+            # measured beats documented: the probed capabilities, the named profile's key, prices, limits
+            return dataclasses.replace(named, capabilities=found.capabilities, source=found.source,
+                                       default_model=named.default_model or found.default_model)
+        if found is not None:
+            return found
         if base_url is None or "api.openai.com" in base_url:
             return load_profile("openai")
         return load_profile("bbox-lfm" if _is_loopback(base_url) else "generic")

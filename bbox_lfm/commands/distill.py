@@ -5,6 +5,12 @@
     bbox-lfm distill --task-spec my_task.toml --base-url http://127.0.0.1:8000/v1 \\
         --transfer synthetic --budget-sequences 300 --prompt-from runs/bdpl.json --out runs/d2
 
+The teacher is asked through the start prompt (:mod:`bbox_lfm.commands._start`): the task's best
+manual template unless ``--template``, ``--template-index`` or ``--prompt-from`` says otherwise
+(``--template-index 0`` is SST-2's ``{text} It was``, to which SmolLM2 answers " great" 98 % of
+the time). ``--prompt-from`` takes an earlier run's template and prompt: a discrete prompt is
+written into the template, a soft or deep prompt goes into every teacher request.
+
 Writes ``OUT/results.json`` (the shared RunResult format: teacher sequences spent in
 ``budget_spent``; the student's accuracy and F1 in ``dev`` and ``eval``; in ``extra``: the
 teacher's eval accuracy, student-teacher agreement, and seconds per example of each) and
@@ -26,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CacheMiss, ConfigError, check
+from ..errors import CacheMiss, check
 from ._common import add_client_args, open_client
+from ._start import add_start_args, start_from_args
 from .eval import add_task_args, task_from_args
 
 
@@ -35,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the command."""
     p = sub.add_parser("distill", help="distil a queried teacher into a local MiniLM student; write results JSON")
     add_task_args(p)
+    add_start_args(p, template_help="the teacher's template, with {text} (and {text_pair})")
     p.add_argument("--student", default="minilm-head", choices=["minilm-head", "minilm-ft"], help="student model")
     p.add_argument("--transfer", default="unlabeled", choices=["unlabeled", "synthetic", "both"],
                    help="transfer set: unlabeled texts, teacher-written texts, or both")
@@ -46,10 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--rounds", type=int, default=5, help="selection rounds")
     p.add_argument("--pool-size", type=int, default=4000, help="unlabeled texts considered (seeded sample)")
     p.add_argument("--gold-k", type=int, default=0, help="gold labels per class from the few-shot split (CE term)")
-    p.add_argument("--prompt-from", default=None,
-                   help="a results JSON of another method: its `prompt` (text, or soft/deep prompt fields) is "
-                        "the teacher's")
-    p.add_argument("--template-index", type=int, default=0, help="which of the task's manual templates (default 0)")
     p.add_argument("--teacher-signal", default="auto", choices=["auto", "soft", "hard"],
                    help="soft label-word scores, or hard labels parsed from generated text")
     p.add_argument("--seed", type=int, default=13, help="few-shot split and every random choice (default 13)")
@@ -70,22 +74,6 @@ def read_unlabeled(path: str | Path) -> list[Any]:
         return [ln.strip() for ln in lines]
     rows = [json.loads(ln) for ln in lines]
     return [r["text"] if r.get("text_pair") is None else (r["text"], r["text_pair"]) for r in rows]
-
-
-def teacher_prompt(path: str | Path) -> tuple[str, dict[str, Any]]:
-    """``(prompt, extra)`` from another method's results file: a text prompt, or a mapping whose
-    ``soft_prompt`` / ``deep_prompt`` fields go into every teacher request."""
-    from ..results import read_result
-
-    prompt = read_result(path)["prompt"]
-    if prompt is None or isinstance(prompt, str):
-        return prompt or "", {}
-    if isinstance(prompt, dict):
-        extra = {k: prompt[k] for k in ("soft_prompt", "deep_prompt") if k in prompt}
-        if extra:
-            return "", extra
-    raise ConfigError(f"--prompt-from must name a results file whose prompt is text or holds soft_prompt/"
-                      f"deep_prompt; got a prompt of type {type(prompt).__name__} in {str(path)!r}")
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> float:
@@ -124,14 +112,12 @@ def run(args: argparse.Namespace) -> int:
     from ..tasks import metrics_from_predictions
 
     task = task_from_args(args)
-    check(0 <= args.template_index < len(task.templates), "--template-index",
-          f"in [0, {len(task.templates) - 1}]", args.template_index)
-    if args.template_index:
-        task = task.with_template(*task.templates[args.template_index])
-    prompt, extra = teacher_prompt(args.prompt_from) if args.prompt_from else ("", {})
+    start = start_from_args(args, task)
+    task = start.apply(task)
+    extra = dict(start.extra)
     method = Distill(student=args.student, transfer=args.transfer, budget=args.budget_sequences,
                      selection=args.selection, rounds=args.rounds, pool_size=args.pool_size, gold_k=args.gold_k,
-                     teacher_signal=args.teacher_signal, prompt=prompt, teacher_extra=extra, seed=args.seed)
+                     teacher_signal=args.teacher_signal, teacher_extra=extra, seed=args.seed)
     unlabeled = read_unlabeled(args.unlabeled) if args.unlabeled else None
     out = Path(args.out)
     progress = not args.no_progress
@@ -143,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", OneLabelTeacherWarning)
             result = run_method(method, client, task, seed=args.seed, eval_limit=args.eval_limit,
-                                progress=progress, fit_kwargs={"unlabeled": unlabeled, "progress": progress})
+                                progress=progress, fit_kwargs={"unlabeled": unlabeled, "progress": progress},
+                                start=start)
         for w in caught:  # the method's advice, as a line of its own rather than a source location
             if issubclass(w.category, OneLabelTeacherWarning):
                 print(f"warning: {w.message}", file=sys.stderr, flush=True)
@@ -167,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         method.save(out / "method.json", student_dir=out / "student")
         result.eval_spent = {k: v + scorer.budget.summary().get(k, 0) for k, v in result.eval_spent.items()}
         result.wall_s = round(time.perf_counter() - t0, 3)
-        result.prompt = prompt or (extra or None)
+        result.prompt = {"template": task.template, "label_words": list(task.label_words), **extra}
         result.extra.update(
             {"teacher_eval": teacher, "agreement": agreement(student_pred, teacher_pred),
              "teacher_sequences_used": method.n_queried_, "transfer_size": len(method.inputs_),

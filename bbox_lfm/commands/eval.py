@@ -3,6 +3,12 @@
     bbox-lfm eval --task sst2 --template "{text} It was" --label-words " bad" " good" --local \\
         --limit 64 --out r.json
     bbox-lfm eval --task-spec my_task.toml --base-url http://127.0.0.1:8000/v1 --out r.json
+    bbox-lfm eval --task agnews --method calibrated --local --out r.json      # contextual calibration
+    bbox-lfm eval --task sst2 --prompt-from runs/bbt.json --local --out r.json  # an earlier run's prompt
+
+The prompt starts where ``tune`` and ``distill`` start (:mod:`bbox_lfm.commands._start`): the
+task's best manual template unless ``--template``, ``--template-index`` or ``--prompt-from``
+says otherwise (best-of-n chooses among the task's templates itself).
 
 The run goes through the same harness as every method (:func:`bbox_lfm.methods.harness.run`):
 ``dev`` is the few-shot dev split of ``--seed`` (None for a task without few-shot data),
@@ -17,8 +23,9 @@ from typing import Any
 
 from ..errors import CacheMiss, check
 from ._common import add_client_args, open_client, print_json
+from ._start import add_start_args, start_from_args
 
-BASELINES = ("zero-shot", "icl", "best-of-n")
+BASELINES = ("zero-shot", "calibrated", "icl", "best-of-n")
 
 
 def add_task_args(p: argparse.ArgumentParser) -> None:
@@ -41,14 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the command."""
     p = sub.add_parser("eval", help="evaluate a manual prompt or a baseline on a task; write results JSON")
     add_task_args(p)
-    p.add_argument("--template", default=None, help="template with {text} (and {text_pair}); default: the task's")
-    p.add_argument("--template-index", type=int, default=0,
-                   help="which of the task's manual templates (and its label words) to use (default 0)")
-    p.add_argument("--label-words", nargs="+", default=None,
-                   help="one word per label, scored right after the template (a leading space is added when "
-                        "missing); default: the task's")
+    add_start_args(p)
     p.add_argument("--prompt", default="", help="discrete prompt for the template's {prompt} slot (or prepended)")
-    p.add_argument("--method", default="zero-shot", choices=BASELINES, help="baseline to run (default zero-shot)")
+    p.add_argument("--method", default="zero-shot", choices=BASELINES,
+                   help="baseline to run (default zero-shot; calibrated = zero-shot with contextual calibration)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="contextual calibration for zero-shot or icl (three content-free prompts scored too)")
     p.add_argument("--k", type=int, default=4, help="demonstrations per class for --method icl")
     p.add_argument("--seed", type=int, default=13, help="few-shot split seed (dev split, ICL demonstrations)")
     p.add_argument("--split", default="eval", help="split to evaluate: eval (the task's), train, dev or test")
@@ -59,10 +64,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def _words(words: list[str] | None) -> list[str] | None:
-    return None if words is None else [w if w[:1].isspace() else " " + w for w in words]
-
-
 def run(args: argparse.Namespace) -> int:
     """Evaluate and write the results."""
     from ..methods import get
@@ -70,15 +71,20 @@ def run(args: argparse.Namespace) -> int:
     from ..results import write_result
 
     task = task_from_args(args)
-    check(0 <= args.template_index < len(task.templates), "--template-index", f"in [0, {len(task.templates) - 1}]",
-          args.template_index)
-    if args.template_index:
-        task = task.with_template(*task.templates[args.template_index])
-    words = _words(args.label_words)
-    if args.template is not None or words is not None:
-        task = task.with_template(args.template or task.template, words)
-    kw: dict[str, Any] = {"zero-shot": {"prompt": args.prompt, "template": task.template,
-                                        "label_words": task.label_words}, "icl": {"k": args.k, "seed": args.seed},
+    start = None
+    if args.method == "best-of-n":
+        given = [f for f, v in (("--template", args.template), ("--label-words", args.label_words),
+                                ("--template-index", args.template_index), ("--prompt-from", args.prompt_from),
+                                ("--calibrate", args.calibrate or None)) if v is not None]
+        check(not given, "--method best-of-n", "run without start-prompt flags (it picks among the task's "
+              "templates)", given)
+    else:
+        start = start_from_args(args, task)
+        task = start.apply(task)
+    single = {"prompt": args.prompt, "template": task.template, "label_words": task.label_words,
+              "extra": (start.extra or None) if start else None}
+    kw: dict[str, Any] = {"zero-shot": {**single, "calibrate": args.calibrate}, "calibrated": single,
+                          "icl": {"k": args.k, "seed": args.seed, "calibrate": args.calibrate},
                           "best-of-n": {"seed": args.seed}}[args.method]
     method = get(args.method)(**kw)
     with open_client(args) as client:
@@ -91,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                 print("bbox-lfm: note: the provider cannot show its tokenization; label words not checked",
                       file=sys.stderr)
         result = run_method(method, client, task, seed=args.seed, eval_limit=args.limit, eval_split=args.split,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, start=start)
     if args.out:
         write_result(args.out, result)
         print_json({"out": args.out, "task": result.task, "method": result.method, "dev": result.dev,

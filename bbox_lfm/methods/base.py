@@ -36,6 +36,10 @@ class Method:
     name: ClassVar[str] = ""
     #: capabilities the provider must have (checked before any query is sent)
     needs: ClassVar[tuple[str, ...]] = ()
+    #: ``"prompt"``: searches a prompt from the task's template within a call budget (the
+    #: leaderboard runs every such method; the harness keeps the start prompt unless the search
+    #: beats it); ``"baseline"``: searches nothing; ``"student"``: trains a local model
+    kind: ClassVar[str] = "prompt"
     #: checks of tests/methods/test_contract.py that cannot apply to the method, each with the
     #: reason (every registered class also declares ``tiny_config``, its own, not inherited)
     contract_exempt: ClassVar[dict[str, str]] = {}

@@ -1,9 +1,13 @@
 """Baselines every method must beat: zero-shot, in-context learning, best-of-N templates.
 
-All three score label words after a text prompt, so they run against any provider with
+All of them score label words after a text prompt, so they run against any provider with
 label-word scoring or top-k logprobs. None of them trains anything:
 
 * ``zero-shot`` -- one manual template and its label words (the task's default unless given).
+* ``calibrated`` -- zero-shot with contextual calibration (Zhao et al., 2021; see
+  :mod:`bbox_lfm.tasks.calibration`): three content-free prompts are scored too, and each
+  answer is divided by their label distribution. ``icl`` and ``zero-shot`` take
+  ``calibrate=True`` for the same.
 * ``icl`` -- in-context learning (Brown et al., 2020): k demonstrations per class drawn from
   the few-shot train split, in a seeded order, each written as the filled template followed by
   its label word, placed before the query.
@@ -26,26 +30,42 @@ from ..tasks import Example, Task, fill, macro_f1, score_prompts
 from ..tasks.task import validate_template
 from .base import Method, register
 
-__all__ = ["ICL", "BestOfN", "ZeroShot"]
+__all__ = ["ICL", "BestOfN", "Calibrated", "ZeroShot"]
 
 
 class _TextPromptBaseline(Method):
     """Shared scoring: ``prefix_ + fill(template_, example, prompt)``, label words ``label_words_``."""
 
     needs: ClassVar[tuple[str, ...]] = ("logprobs",)
+    kind: ClassVar[str] = "baseline"
 
     template_: str
     label_words_: tuple[str, ...]
     prefix_: str = ""
     prompt: str = ""
+    calibrate: bool = False
+    extra: dict[str, Any] | None = None
+    how: dict[str, Any]  # scoring strategy / endpoint / top_k (ZeroShot's; the others score by default)
 
     def _prompts(self, examples: Sequence[Example]) -> list[str]:
         return [self.prefix_ + fill(self.template_, ex, self.prompt) for ex in examples]
 
+    def _content_free(self) -> list[str] | None:
+        """The prompt filled with the content-free inputs, when calibrating."""
+        if not self.calibrate:
+            return None
+        from ..tasks.calibration import content_free_examples
+
+        return self._prompts(content_free_examples(getattr(self, "pair_", False)))
+
     def predict(self, client: Any, examples: Sequence[Example]) -> np.ndarray:
-        """Index of the highest-scoring label word after each example's prompt."""
+        """Index of the highest-scoring label word after each example's prompt (calibrated when
+        ``calibrate``)."""
         client.require(*self.needs, needed_by=self.name)
-        logprobs, _ = score_prompts(client, self._prompts(examples), self.label_words_, progress=False)
+        logprobs, misses = score_prompts(client, self._prompts(examples), self.label_words_, progress=False,
+                                         extra=self.extra, content_free=self._content_free(),
+                                         **getattr(self, "how", {}))
+        self.predict_misses_ = getattr(self, "predict_misses_", 0) + misses
         return np.asarray(logprobs.argmax(axis=1)) if len(logprobs) else np.zeros(0, dtype=np.int64)
 
     def _set_prompt(self, template: str, label_words: Sequence[str], task: Task) -> None:
@@ -54,6 +74,7 @@ class _TextPromptBaseline(Method):
               f"one word per label ({len(task.labels)}: {list(task.labels)})", list(label_words))
         self.template_ = template
         self.label_words_ = tuple(label_words)
+        self.pair_ = task.pair
 
     def _no_search(self) -> None:
         self.budget_spent_ = Budget().summary()
@@ -68,6 +89,11 @@ class _TextPromptBaseline(Method):
             out["prefix"] = self.prefix_
         if self.prompt:
             out["prompt"] = self.prompt
+        if self.extra:
+            out.update(self.extra)
+        if self.calibrate:
+            out["calibrated"] = True
+            out["pair"] = self.pair_
         return out
 
     def state(self) -> dict[str, Any]:
@@ -79,12 +105,16 @@ class _TextPromptBaseline(Method):
         self.template_ = state["template"]
         self.label_words_ = tuple(state["label_words"])
         self.prefix_ = state.get("prefix", "")
+        self.pair_ = bool(state.get("pair", False))
 
 
 @register
 class ZeroShot(_TextPromptBaseline):
     """Zero-shot: ``template`` and ``label_words`` (default: the task's), with an optional
-    discrete ``prompt`` filling the template's ``{prompt}`` slot (or prepended)."""
+    discrete ``prompt`` filling the template's ``{prompt}`` slot (or prepended), request fields
+    ``extra`` (an earlier run's ``soft_prompt`` or ``deep_prompt``), contextual calibration
+    (``calibrate``), and the scoring ``strategy``, ``endpoint`` and ``top_k`` of
+    :meth:`bbox_lfm.Client.score` (default: exact where the provider can, through completions)."""
 
     name = "zero-shot"
     tiny_config: ClassVar[dict[str, Any]] = {}
@@ -93,17 +123,37 @@ class ZeroShot(_TextPromptBaseline):
         "curve": "nothing is searched, so there are no calls to plot against",
     }
 
-    def __init__(self, *, template: str | None = None, label_words: Sequence[str] | None = None, prompt: str = ""):
+    def __init__(self, *, template: str | None = None, label_words: Sequence[str] | None = None, prompt: str = "",
+                 calibrate: bool = False, extra: dict[str, Any] | None = None, strategy: str = "auto",
+                 endpoint: str = "completions", top_k: int | None = None):
         check(template is None or isinstance(template, str), "template", "None or a string", template)
+        check(strategy in ("auto", "exact", "topk"), "strategy", "one of ('auto', 'exact', 'topk')", strategy)
+        check(endpoint in ("completions", "chat"), "endpoint", "'completions' or 'chat'", endpoint)
+        check(top_k is None or (isinstance(top_k, int) and top_k >= 1), "top_k", "None or an integer >= 1", top_k)
+        self.how = {"strategy": strategy, "endpoint": endpoint, "top_k": top_k}
         check(isinstance(prompt, str), "prompt", "a string", prompt)
+        check(isinstance(calibrate, bool), "calibrate", "True or False", calibrate)
+        check(extra is None or (isinstance(extra, dict) and set(extra) <= {"soft_prompt", "deep_prompt"}), "extra",
+              "None or a dict of soft_prompt / deep_prompt fields", extra)
         self.template = template
         self.label_words = tuple(label_words) if label_words is not None else None
         self.prompt = prompt
+        self.calibrate = calibrate
+        self.extra = dict(extra) if extra else None
 
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments."""
-        return {"template": self.template, "label_words": None if self.label_words is None
-                else list(self.label_words), "prompt": self.prompt}
+        out = {"template": self.template, "label_words": None if self.label_words is None
+               else list(self.label_words), "prompt": self.prompt, "calibrate": self.calibrate, **self.how}
+        if self.extra:
+            out["extra"] = self.extra
+        return out
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` (with a soft or deep prompt it carried)."""
+        super().set_state(state)
+        self.extra = {k: state[k] for k in ("soft_prompt", "deep_prompt") if k in state} or None
+        self.calibrate = bool(state.get("calibrated", self.calibrate))
 
     def fit(self, client: Any, task: Task) -> ZeroShot:
         """Nothing to search: take the template and label words."""
@@ -113,17 +163,36 @@ class ZeroShot(_TextPromptBaseline):
 
 
 @register
+class Calibrated(ZeroShot):
+    """Zero-shot with contextual calibration (``ZeroShot(calibrate=True)``): the label
+    distribution on the content-free inputs divides out of every answer."""
+
+    name = "calibrated"
+    tiny_config: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, *, template: str | None = None, label_words: Sequence[str] | None = None, prompt: str = "",
+                 calibrate: bool = True, extra: dict[str, Any] | None = None, strategy: str = "auto",
+                 endpoint: str = "completions", top_k: int | None = None):
+        check(calibrate is True, "calibrate", "True (use zero-shot for an uncalibrated run)", calibrate)
+        super().__init__(template=template, label_words=label_words, prompt=prompt, calibrate=True, extra=extra,
+                         strategy=strategy, endpoint=endpoint, top_k=top_k)
+
+
+@register
 class ICL(_TextPromptBaseline):
     """In-context learning: ``k`` demonstrations per class from the few-shot train split of
     ``seed`` (``shot`` per class, default the task's), shuffled with ``seed``, joined by
-    ``separator`` and placed before the query."""
+    ``separator`` and placed before the query; ``calibrate``: contextual calibration, with the
+    content-free inputs behind the same demonstrations."""
 
     name = "icl"
     tiny_config: ClassVar[dict[str, Any]] = {"k": 1}
     contract_exempt: ClassVar[dict[str, str]] = ZeroShot.contract_exempt
 
     def __init__(self, *, k: int = 4, seed: int = 13, shot: int | None = None, template: str | None = None,
-                 label_words: Sequence[str] | None = None, separator: str = "\n\n"):
+                 label_words: Sequence[str] | None = None, separator: str = "\n\n", calibrate: bool = False):
+        check(isinstance(calibrate, bool), "calibrate", "True or False", calibrate)
+        self.calibrate = calibrate
         check(isinstance(k, int) and k >= 1, "k", "an integer >= 1", k)
         check(isinstance(seed, int), "seed", "an integer", seed)
         check(shot is None or (isinstance(shot, int) and shot >= k), "shot", f"None or an integer >= k ({k})", shot)
@@ -138,7 +207,7 @@ class ICL(_TextPromptBaseline):
         """Constructor arguments."""
         return {"k": self.k, "seed": self.seed, "shot": self.shot, "template": self.template,
                 "label_words": None if self.label_words is None else list(self.label_words),
-                "separator": self.separator}
+                "separator": self.separator, "calibrate": self.calibrate}
 
     def fit(self, client: Any, task: Task) -> ICL:
         """Draw the demonstrations (no query is sent)."""

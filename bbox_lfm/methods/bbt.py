@@ -18,6 +18,15 @@ notation:
    far is scored on the few-shot dev split; the best dev accuracy (F1 for tasks whose metric
    is F1) selects the final prompt.
 
+The soft prompt goes into the task's template as it is: right after BOS, i.e. in front of the
+whole template (``Review: {text}\nSentiment:`` becomes BOS, p, ``Review: ...``), or at the task's
+``soft_prompt_placeholder``. Starting from a user's template is starting from that task
+(:mod:`bbox_lfm.tasks.start`); the harness compares the result with the template alone.
+
+``calibrate=True`` applies contextual calibration (:mod:`bbox_lfm.tasks.calibration`) to every
+score, in the search too: the three content-free prompts ride in the same request as the
+training batch, behind the same soft prompt, so a call stays one request (three more sequences).
+
 **Calls** are the paper's: one call = one pass over the training batch. The search stops when
 the next whole generation would exceed ``budget`` (so ``maxiter = budget // popsize``, as in
 the official code); the count includes cache hits, so a rerun replays exactly the same steps,
@@ -48,6 +57,8 @@ from ..budget import Budget
 from ..cachekey import canonical_json
 from ..errors import BudgetExhausted, CacheMiss, ConfigError, check
 from ..optim import make_optimizer
+from ..tasks.calibration import apply_calibration
+from ..tasks.evaluate import content_free_prompts
 from ..tensors import encode
 from .base import Method, register
 
@@ -133,6 +144,7 @@ class _Search:
         self.m = method
         self.task = task
         self.train_prompts = [task.format(ex) for ex in split.train]
+        self.cf_prompts = content_free_prompts(task) if method.calibrate else []
         self.y = np.array([ex.label for ex in split.train])
         self.dev = list(split.dev)
         self.search = client.with_budget(Budget(calls=method.budget))  # one score() of the batch = one call
@@ -158,9 +170,12 @@ class _Search:
         """L(Z_k) for each candidate, one call each, sent concurrently; None if the budget ran out
         (the candidates that were answered still count and may become the best)."""
         def one(Z: Any) -> float:
-            sc = self.search.score(self.train_prompts, self.task.label_words, extra=self.m.prompt_extra(Z),
-                                   strategy="exact", max_concurrency=1)
-            return label_loss(sc.logprobs, self.y, self.m.loss, self.m.margin)
+            sc = self.search.score(self.train_prompts + self.cf_prompts, self.task.label_words,
+                                   extra=self.m.prompt_extra(Z), strategy="exact", max_concurrency=1)
+            S = sc.logprobs[:len(self.y)]
+            if self.cf_prompts:                                            # log(W p), W = diag(p_cf)^-1
+                S = apply_calibration(S, sc.logprobs[len(self.y):])
+            return label_loss(S, self.y, self.m.loss, self.m.margin)
 
         with ThreadPoolExecutor(max_workers=max(1, min(len(Zs), self.concurrency)), thread_name_prefix="bbt") as pool:
             futures = [pool.submit(one, Z) for Z in Zs]
@@ -193,7 +208,8 @@ class _Search:
         from ..tasks import evaluate
 
         try:
-            met = evaluate(self.scorer, self.task, self.dev, extra=self.m.prompt_extra(Z), progress=False)
+            met = evaluate(self.scorer, self.task, self.dev, extra=self.m.prompt_extra(Z), progress=False,
+                           calibrate=self.m.calibrate)
         except BudgetExhausted:  # an enclosing budget ran out: keep what was selected so far
             self.stopped_by = "BudgetExhausted"
             return
@@ -224,7 +240,7 @@ class _Search:
 
 def hyper_checks(*, intrinsic_dim: int, n_prompt_tokens: int, popsize: int, sigma: float, alpha: float,
                  loss: str, margin: float, budget: int, eval_every: int, optimizer: str, init: str,
-                 seed: int) -> None:
+                 seed: int, calibrate: bool = False) -> None:
     """Validate the hyperparameters BBT and BBTv2 share (one message shape)."""
     check(isinstance(intrinsic_dim, int) and intrinsic_dim >= 1, "intrinsic_dim", "an integer >= 1", intrinsic_dim)
     check(isinstance(n_prompt_tokens, int) and n_prompt_tokens >= 1, "n_prompt_tokens", "an integer >= 1",
@@ -240,6 +256,7 @@ def hyper_checks(*, intrinsic_dim: int, n_prompt_tokens: int, popsize: int, sigm
           optimizer)
     check(init in INITS, "init", f"one of {INITS}", init)
     check(isinstance(seed, int) and seed >= 1, "seed", "an integer >= 1 (pycma takes 0 as 'random')", seed)
+    check(isinstance(calibrate, bool), "calibrate", "True or False", calibrate)
 
 
 @register
@@ -256,6 +273,7 @@ class BBT(Method):
     optimizer: ``cma`` or ``ng:<Name>`` for a nevergrad optimizer with the same population.
     init: ``vocab`` (p0 = embeddings of tokens 1000..1000+n-1) or ``zeros`` (p0 = 0).
     seed: the few-shot split, CMA-ES's sampling and the seed of A.
+    calibrate: contextual calibration of every score (search, dev checks, predictions).
     """
 
     name: ClassVar[str] = "bbt"
@@ -275,10 +293,11 @@ class BBT(Method):
     def __init__(self, *, intrinsic_dim: int = 500, n_prompt_tokens: int = 50, popsize: int = 20,
                  sigma: float = 1.0, alpha: float = 1.0, loss: str = "ce", margin: float = 2.0,
                  budget: int = 8000, eval_every: int = 100, optimizer: str = "cma", init: str = "vocab",
-                 seed: int = 42):
+                 seed: int = 42, calibrate: bool = False):
         hyper_checks(intrinsic_dim=intrinsic_dim, n_prompt_tokens=n_prompt_tokens, popsize=popsize, sigma=sigma,
                      alpha=alpha, loss=loss, margin=margin, budget=budget, eval_every=eval_every,
-                     optimizer=optimizer, init=init, seed=seed)
+                     optimizer=optimizer, init=init, seed=seed, calibrate=calibrate)
+        self.calibrate = calibrate
         self.intrinsic_dim = intrinsic_dim
         self.n_prompt_tokens = n_prompt_tokens
         self.popsize = popsize
@@ -296,7 +315,7 @@ class BBT(Method):
         """The constructor's arguments, as JSON."""
         return {k: getattr(self, k) for k in (
             "intrinsic_dim", "n_prompt_tokens", "popsize", "sigma", "alpha", "loss", "margin", "budget",
-            "eval_every", "optimizer", "init", "seed")}
+            "eval_every", "optimizer", "init", "seed", "calibrate")}
 
     def projected_calls(self, task: Any = None) -> int:
         """Search calls :meth:`fit` will make: whole generations only, ``budget // popsize`` of them."""
@@ -312,6 +331,7 @@ class BBT(Method):
         info = model_facts(client, "hidden_size", "embedding_std")
         self.task_ = task
         self.task_source_ = getattr(task, "source", "") or task.name
+        self.template_, self.label_words_ = task.template, tuple(task.label_words)
         n, d, D = self.n_prompt_tokens, self.intrinsic_dim, int(info["hidden_size"])
         self.hidden_size_ = D
         self.A_seed_ = self.seed
@@ -355,21 +375,23 @@ class BBT(Method):
         if not hasattr(self, "best_prompt_"):
             raise ConfigError(f"predict must be called after fit (or load); got an unfitted {type(self).__name__}")
         if not hasattr(self, "task_"):
-            from ..tasks import load_task
+            from ..tasks.start import reload_task
 
-            self.task_ = load_task(self.task_source_)
+            self.task_ = reload_task(self.task_source_, self.template_, self.label_words_)
         if not examples:
             return np.zeros(0, dtype=int)
         from ..tasks import score_prompts
 
         prompts = [self.task_.format(ex) for ex in examples]
         logprobs, _ = score_prompts(client, prompts, self.task_.label_words,
-                                    extra={self.prompt_field: self.best_prompt_}, progress=False)
+                                    extra={self.prompt_field: self.best_prompt_}, progress=False,
+                                    content_free=content_free_prompts(self.task_) if self.calibrate else None)
         return np.asarray(logprobs.argmax(axis=1))
 
     def state(self) -> dict[str, Any]:
         """z, the seed of A, the prompt tensor and the search's record, as JSON."""
-        return {"task": self.task_source_, "z": self.z_.tolist(), "A_seed": self.A_seed_,
+        return {"task": self.task_source_, "template": self.template_, "label_words": list(self.label_words_),
+                "z": self.z_.tolist(), "A_seed": self.A_seed_,
                 "hidden_size": self.hidden_size_, "best_prompt": self.best_prompt_, "curve": self.curve_,
                 "history": self.history_, "budget_spent": self.budget_spent_, "eval_spent": self.eval_spent_,
                 "extra": self.extra_}
@@ -377,6 +399,8 @@ class BBT(Method):
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state` returned."""
         self.task_source_ = state["task"]
+        self.template_ = state.get("template")
+        self.label_words_ = tuple(state.get("label_words") or ())
         self.z_ = np.asarray(state["z"], dtype=np.float64)
         self.A_seed_ = int(state["A_seed"])
         self.hidden_size_ = int(state["hidden_size"])

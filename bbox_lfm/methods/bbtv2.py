@@ -75,7 +75,8 @@ def hidden_stats(client: Any, texts: Sequence[str], soft_prompt: dict[str, Any] 
 @register
 class BBTv2(BBT):
     """Deep black-box tuning. Hyperparameters as :class:`BBT` (d, n, lambda, sigma, alpha, loss,
-    budget, eval_every, optimizer, init, seed), with the README example's sigma = alpha = 0.2."""
+    budget, eval_every, optimizer, init, seed, calibrate), with the README example's
+    sigma = alpha = 0.2."""
 
     name: ClassVar[str] = "bbtv2"
     needs: ClassVar[tuple[str, ...]] = ("deep_prompt", "hidden_stats", "label_words")
@@ -86,10 +87,10 @@ class BBTv2(BBT):
     def __init__(self, *, intrinsic_dim: int = 500, n_prompt_tokens: int = 50, popsize: int = 20,
                  sigma: float = 0.2, alpha: float = 0.2, loss: str = "ce", margin: float = 2.0,
                  budget: int = 8000, eval_every: int = 100, optimizer: str = "cma", init: str = "vocab",
-                 seed: int = 42):
+                 seed: int = 42, calibrate: bool = False):
         super().__init__(intrinsic_dim=intrinsic_dim, n_prompt_tokens=n_prompt_tokens, popsize=popsize,
                          sigma=sigma, alpha=alpha, loss=loss, margin=margin, budget=budget, eval_every=eval_every,
-                         optimizer=optimizer, init=init, seed=seed)
+                         optimizer=optimizer, init=init, seed=seed, calibrate=calibrate)
 
     def projected_calls(self, task: Any = None, *, client: Any = None) -> int:
         """Search calls :meth:`fit` will make on ``client``'s model (its layer count decides the
@@ -108,6 +109,7 @@ class BBTv2(BBT):
         info = model_facts(client, "hidden_size", "num_layers")
         self.task_ = task
         self.task_source_ = getattr(task, "source", "") or task.name
+        self.template_, self.label_words_ = task.template, tuple(task.label_words)
         n, d, D, L = self.n_prompt_tokens, self.intrinsic_dim, int(info["hidden_size"]), int(info["num_layers"])
         self.hidden_size_, self.num_layers_ = D, L
         self.A_seed_ = self.seed
@@ -127,7 +129,8 @@ class BBTv2(BBT):
         for l in schedule:
             self._A_layer = (l, projection(_layer_seed(self.A_seed_, l), (n * D, d), std[l]))
             zs = opts[l].ask()                                             # z_l^k ~ N(m_l, sigma_l^2 C_l)
-            L_k = run.losses([(l, z) for z in zs])                         # others hold their best-so-far
+            held = z_best.copy()                                           # others hold their best-so-far
+            L_k = run.losses([(l, z, held) for z in zs])
             if L_k is None:
                 break
             opts[l].tell(zs, L_k)                                          # CMA-ES update of layer l only
@@ -153,12 +156,14 @@ class BBTv2(BBT):
         return (A @ np.asarray(z, dtype=np.float32)).reshape(self.n_prompt_tokens, -1)  # A_l z_l as n x D
 
     def _as_layers(self, Z: Any, z_best: np.ndarray) -> np.ndarray:
-        """A candidate ``(l, z_l)`` or the held ``("held", z)`` as one z per layer."""
-        tag, z = Z
-        if tag == "held":
-            return np.asarray(z, dtype=np.float64)
-        out = z_best.copy()
-        out[tag] = z
+        """A candidate ``(l, z_l, held)`` or the held ``("held", z)`` as one z per layer: the
+        candidate with the other layers as they were held when it was scored (not as they are
+        held now: that combination was never scored)."""
+        if Z[0] == "held":
+            return np.asarray(Z[1], dtype=np.float64)
+        l, z, held = Z
+        out = np.array(held, dtype=np.float64)
+        out[l] = z
         return out
 
     def _slots(self, values: np.ndarray) -> dict[str, Any]:
@@ -182,12 +187,11 @@ class BBTv2(BBT):
         return self._slots(P)
 
     def prompt_extra(self, Z: Any) -> dict[str, Any]:
-        """The request fields for a candidate ``(l, z_l)`` (the other layers held) or for the held
-        configuration ``("held", z)``: ``{"deep_prompt": {shape [L, n, D], ...}}``."""
-        tag, z = Z
-        if tag == "held":
+        """The request fields for a candidate ``(l, z_l, held)`` (the other layers as held now)
+        or for the held configuration ``("held", z)``: ``{"deep_prompt": {shape [L, n, D], ...}}``."""
+        if Z[0] == "held":
             return {"deep_prompt": self._slots(self._P)}
-        return {"deep_prompt": self._deep({tag: z})}
+        return {"deep_prompt": self._deep({Z[0]: Z[1]})}
 
     # -- using the result -------------------------------------------------------------------
 

@@ -23,6 +23,13 @@ Completions, llama.cpp) needs one request per training example: ``budget_spent``
 ``requests`` apart. The search's own call counter (cache hits included) decides when to stop,
 so a rerun that replays from the cache takes exactly the same steps.
 
+**Start and calibration.** The prompt fills the template's ``{prompt}`` slot (or goes in front),
+so a run starting from a user's template (:mod:`bbox_lfm.tasks.start`) learns the words to put
+there; the harness compares the result with the template alone. ``calibrate=True`` applies
+contextual calibration (:mod:`bbox_lfm.tasks.calibration`) to every score: the three
+content-free prompts, with the same discrete prompt, go in the same request as the training
+batch (on a one-prompt-a-request provider, three more requests a call).
+
 **Scoring** goes through :meth:`bbox_lfm.Client.score`: exact label-word scores where the
 provider has them (bbox-lfm's server), else the top-k log-probabilities (at most 20 on hosted
 chat APIs) with the floor documented in :mod:`bbox_lfm.scoring`. Floored (missing) label
@@ -60,7 +67,8 @@ import numpy as np
 
 from ..budget import Budget
 from ..errors import BudgetExhausted, ConfigError, check
-from ..tasks.evaluate import score_prompts
+from ..tasks.calibration import apply_calibration
+from ..tasks.evaluate import content_free_prompts, score_prompts
 from ..tasks.metrics import metrics_from_predictions
 from ..vocab import candidate_vocabulary, load_candidates
 from .base import Method, register
@@ -186,6 +194,7 @@ class BDPL(Method):
     loss: ``ce`` (cross-entropy over label-word scores) or ``hinge`` (margin ``margin``).
     strategy, endpoint, top_k: how label words are scored (see :mod:`bbox_lfm.scoring`):
       ``strategy="topk", endpoint="chat", top_k=20`` is what a hosted chat API allows.
+    calibrate: contextual calibration of every score (search, dev checks, predictions).
     """
 
     name: ClassVar[str] = "bdpl"
@@ -197,7 +206,9 @@ class BDPL(Method):
                  lr: float = 1e-4, weight_decay: float = 0.1, clip_norm: float = 3.0, budget: int = 8000,
                  eval_every: int = 20, seed: int = 42, candidates: str | Sequence[str] | None = None,
                  loss: str = "ce", margin: float = 1.0, strategy: str = "auto", endpoint: str = "completions",
-                 top_k: int | None = None):
+                 top_k: int | None = None, calibrate: bool = False):
+        check(isinstance(calibrate, bool), "calibrate", "True or False", calibrate)
+        self.calibrate = calibrate
         check(isinstance(prompt_length, int) and prompt_length >= 1, "prompt_length", "an integer >= 1", prompt_length)
         check(isinstance(n_candidates, int) and n_candidates >= 2, "n_candidates", "an integer >= 2", n_candidates)
         check(isinstance(sample_size, int) and sample_size >= 2, "sample_size",
@@ -236,7 +247,7 @@ class BDPL(Method):
         """The constructor's arguments, as JSON."""
         return {k: getattr(self, k) for k in (
             "prompt_length", "n_candidates", "sample_size", "lr", "weight_decay", "clip_norm", "budget",
-            "eval_every", "seed", "candidates", "loss", "margin", "strategy", "endpoint", "top_k")}
+            "eval_every", "seed", "candidates", "loss", "margin", "strategy", "endpoint", "top_k", "calibrate")}
 
     def projected_calls(self, task: Any = None) -> int:
         """Search calls (passes over the training batch) :meth:`fit` will make: steps of I
@@ -254,6 +265,7 @@ class BDPL(Method):
         split = task.few_shot(seed=self.seed)
         self.task_ = task
         self.task_source_ = getattr(task, "source", "") or task.name
+        self.template_, self.label_words_ = task.template, tuple(task.label_words)
         self.candidates_ = self._vocabulary(split.train)
         N = len(self.candidates_)
         check(N >= 2, "the candidate vocabulary", "at least 2 strings (the training text is too short)",
@@ -272,6 +284,9 @@ class BDPL(Method):
         self.best_metric_ = -math.inf
         self.best_indices_ = policy.mode().tolist()
         self.best_probs_ = policy.p.copy()
+        # without a dev split the prompt of lowest training loss is kept, as BBT keeps its
+        # best-loss candidate
+        best_loss, best_loss_indices = math.inf, None
         calls = 0
         last_eval = 0
 
@@ -284,6 +299,9 @@ class BDPL(Method):
                 self.stopped_by_ = "BudgetExhausted"
                 break
             calls += I
+            k = int(np.argmin(L))
+            if L[k] < best_loss:
+                best_loss, best_loss_indices = L[k], S[k].tolist()
             policy.tell(S, L)                                           # p <- Proj(AdamW(p, clip(g)))
             self.history_.append({"calls": calls, "loss_mean": float(np.mean(L)), "loss_min": float(np.min(L))})
             if calls - last_eval >= self.eval_every:
@@ -293,6 +311,8 @@ class BDPL(Method):
         if calls > last_eval:
             self._select(scorer, policy, split.dev, task, calls)
 
+        if not split.dev and best_loss_indices is not None:
+            self.best_indices_ = best_loss_indices
         self.probs_ = policy.p.copy()
         self.calls_ = calls
         self.best_prompt_ = self._prompt(self.best_indices_)
@@ -328,10 +348,18 @@ class BDPL(Method):
     def _prompt(self, indices: Sequence[int] | np.ndarray) -> str:
         return " ".join(self.candidates_[j] for j in indices)
 
-    def _score(self, client: Any, prompt: str, examples: Sequence[Any], max_concurrency: int | None = None) -> Any:
+    def _score(self, client: Any, prompt: str, examples: Sequence[Any],
+               max_concurrency: int | None = None) -> tuple[np.ndarray, int]:
+        """``(scores [n, K], misses)`` of ``prompt`` on ``examples`` in one ``client.score``
+        (with the content-free prompts, and calibrated, when ``calibrate``)."""
         texts = [self.task_.format(ex, prompt=prompt) for ex in examples]
-        return client.score(texts, self.task_.label_words, strategy=self.strategy, endpoint=self.endpoint,
-                            top_k=self.top_k, max_concurrency=max_concurrency)
+        cf = content_free_prompts(self.task_, prompt) if self.calibrate else []
+        sc = client.score(texts + cf, self.task_.label_words, strategy=self.strategy, endpoint=self.endpoint,
+                          top_k=self.top_k, max_concurrency=max_concurrency)
+        S = sc.logprobs[:len(texts)]
+        if cf:                                                          # log(W p), W = diag(p_cf)^-1
+            S = apply_calibration(S, sc.logprobs[len(texts):])
+        return S, sc.misses
 
     def _losses(self, search: Any, concurrency: int, S: np.ndarray, train: Sequence[Any]) -> list[float]:
         """L_k for each sampled prompt: one call each, sent concurrently."""
@@ -345,16 +373,16 @@ class BDPL(Method):
             if exc is not None:
                 raise exc
         scores = [f.result() for f in futures]
-        self.search_misses_ += sum(sc.misses for sc in scores)
-        return [label_loss(sc.logprobs, y, self.loss, self.margin) for sc in scores]
+        self.search_misses_ += sum(misses for _, misses in scores)
+        return [label_loss(S, y, self.loss, self.margin) for S, _ in scores]
 
     def _dev_eval(self, scorer: Any, indices: np.ndarray, dev: Sequence[Any], n_labels: int, calls: int) -> float | None:
         """Score the prompt ``indices`` on dev; add a curve point; return the selection metric."""
         if not dev:
             return None
-        sc = self._score(scorer, self._prompt(indices), dev)
-        self.dev_misses_ += sc.misses
-        m = metrics_from_predictions([ex.label for ex in dev], sc.predictions(), n_labels)
+        S, misses = self._score(scorer, self._prompt(indices), dev)
+        self.dev_misses_ += misses
+        m = metrics_from_predictions([ex.label for ex in dev], S.argmax(axis=1), n_labels)
         self.curve_.append({"calls": calls, "dev_accuracy": m.accuracy, "dev_f1": m.f1,
                             "loss_mean": self.history_[-1]["loss_mean"] if self.history_ else None})
         return m.get(getattr(self.task_, "metric", "accuracy"))
@@ -367,20 +395,23 @@ class BDPL(Method):
         if not hasattr(self, "best_prompt_"):
             raise ConfigError("predict must be called after fit (or load); got an unfitted BDPL")
         if not hasattr(self, "task_"):
-            from ..tasks import load_task
+            from ..tasks.start import reload_task
 
-            self.task_ = load_task(self.task_source_)
+            self.task_ = reload_task(self.task_source_, self.template_, self.label_words_)
         if not examples:
             return np.zeros(0, dtype=int)
         texts = [self.task_.format(ex, prompt=self.best_prompt_) for ex in examples]
+        cf = content_free_prompts(self.task_, self.best_prompt_) if self.calibrate else None
         logprobs, misses = score_prompts(client, texts, self.task_.label_words, progress=False,
-                                         strategy=self.strategy, endpoint=self.endpoint, top_k=self.top_k)
+                                         strategy=self.strategy, endpoint=self.endpoint, top_k=self.top_k,
+                                         content_free=cf)
         self.predict_misses_ = getattr(self, "predict_misses_", 0) + misses
         return np.asarray(logprobs.argmax(axis=1))
 
     def state(self) -> dict[str, Any]:
         """The learned state as JSON."""
-        return {"task": self.task_source_, "candidates": self.candidates_, "probs": self.probs_.tolist(),
+        return {"task": self.task_source_, "template": self.template_, "label_words": list(self.label_words_),
+                "candidates": self.candidates_, "probs": self.probs_.tolist(),
                 "best_probs": self.best_probs_.tolist(), "best_indices": self.best_indices_,
                 "best_prompt": self.best_prompt_, "curve": self.curve_, "history": self.history_,
                 "budget_spent": self.budget_spent_, "eval_spent": self.eval_spent_, "extra": self.extra_}
@@ -388,6 +419,8 @@ class BDPL(Method):
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state` returned."""
         self.task_source_ = state["task"]
+        self.template_ = state.get("template")
+        self.label_words_ = tuple(state.get("label_words") or ())
         self.candidates_ = list(state["candidates"])
         self.probs_ = np.asarray(state["probs"], dtype=np.float64)
         self.best_probs_ = np.asarray(state["best_probs"], dtype=np.float64)

@@ -162,6 +162,7 @@ class Distill(Method):
     """
 
     name = "distill"
+    kind = "student"
     needs = ()  # soft labels need logprobs; without them the teacher's generated text is parsed
     tiny_config: ClassVar[dict[str, Any]] = {"budget": 12, "pool_size": 24, "rounds": 2, "student_kw": {"epochs": 20}}
     contract_exempt: ClassVar[dict[str, str]] = {

@@ -6,6 +6,21 @@ harness scores the few-shot dev split and the eval split through ``client.with_b
 and reports that (plus the method's own ``eval_spent_``, e.g. BBT's periodic dev checks) as
 ``eval_spent``. ``eval_limit`` takes a seeded subsample (seed 0, the same rows for every method
 and seed) of the eval split, and the results say so in ``extra``.
+
+**Where a run starts.** ``start`` (:func:`bbox_lfm.tasks.start_point`: the user's template, one
+of the task's, an earlier run's) sets the task's template; without it the run starts from the
+task's own template. ``config["start"]`` records it. For a prompt search (``kind == "prompt"``)
+the start prompt is scored on dev and eval too (``extra["start"]``), calibrated when the method
+calibrates, so every results file shows its own gain (``extra["gain"]``).
+
+**The start is a candidate like any other.** A 32-row dev split cannot tell a better prompt from
+a lucky one, and the search's dev figure is the best of many checks. So the searched prompt
+replaces the start only when, on the dev rows, the rows it gets right and the start gets wrong
+(``fixed``) outnumber the reverse (``broken``) by a clear margin: ``fixed - broken >=
+max(MIN_NET_ROWS, sqrt(fixed + broken))``, a one-sided sign test at one standard deviation,
+never fewer than two rows. Otherwise the run reports the start prompt (``extra["selection"]``
+says which was chosen and why; ``extra["search"]`` keeps the searched prompt's own figures).
+``guard=False`` reports the searched prompt whatever it scores.
 """
 
 from __future__ import annotations
@@ -19,12 +34,14 @@ import numpy as np
 from ..budget import Budget
 from ..errors import ConfigError, check
 from ..results import RunResult
-from ..tasks import Example, Task, metrics_from_predictions, subsample
+from ..tasks import Example, Start, Task, metrics_from_predictions, subsample
 from .base import Method
 
-__all__ = ["EVAL_SUBSAMPLE_SEED", "eval_examples", "run", "score_method"]
+__all__ = ["EVAL_SUBSAMPLE_SEED", "MIN_NET_ROWS", "choose", "eval_examples", "run", "score_method"]
 
 EVAL_SUBSAMPLE_SEED = 0
+#: the searched prompt must fix at least this many more dev rows than it breaks to replace the start
+MIN_NET_ROWS = 2
 _CHUNK = 512  # examples per predict() call: a progress step; a multiple of the scoring chunk
 
 
@@ -32,6 +49,12 @@ def score_method(method: Method, client: Any, task: Task, examples: Sequence[Exa
                  desc: str = "eval") -> dict[str, Any]:
     """``{"accuracy", "f1", "n", "misses"}`` of ``method.predict`` on ``examples``; ``misses``
     counts label words scored at the top-k floor, for methods that track them (``predict_misses_``)."""
+    return _predict(method, client, task, examples, progress=progress, desc=desc)[0]
+
+
+def _predict(method: Method, client: Any, task: Task, examples: Sequence[Example], *, progress: bool = True,
+             desc: str = "eval") -> tuple[dict[str, Any], np.ndarray]:
+    """:func:`score_method`'s metrics and the predictions themselves."""
     from tqdm.auto import tqdm
 
     examples = list(examples)
@@ -44,7 +67,21 @@ def score_method(method: Method, client: Any, task: Task, examples: Sequence[Exa
             bar.update(len(chunk))
     pred = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
     misses = int(getattr(method, "predict_misses_", 0)) - misses_before
-    return metrics_from_predictions([ex.label for ex in examples], pred, len(task.labels), misses=misses).to_json()
+    metrics = metrics_from_predictions([ex.label for ex in examples], pred, len(task.labels), misses=misses)
+    return metrics.to_json(), pred
+
+
+def choose(y: Sequence[int] | np.ndarray, start_pred: Sequence[int] | np.ndarray | None,
+           search_pred: Sequence[int] | np.ndarray | None) -> dict[str, Any]:
+    """Whether the searched prompt replaces the start, from both prompts' dev predictions
+    (see the module docstring): ``{"chosen": "search" | "start", "fixed", "broken", "needed", "rule"}``."""
+    truth, a, b = np.asarray(y), np.asarray(start_pred), np.asarray(search_pred)
+    fixed = int(np.sum((b == truth) & (a != truth)))
+    broken = int(np.sum((a == truth) & (b != truth)))
+    needed = max(MIN_NET_ROWS, int(np.ceil(np.sqrt(fixed + broken))))
+    return {"chosen": "search" if fixed - broken >= needed else "start", "fixed": fixed, "broken": broken,
+            "needed": needed, "rule": "search replaces start iff fixed - broken >= max(2, ceil(sqrt(fixed + "
+            "broken))) on the few-shot dev rows"}
 
 
 def _add(a: dict[str, Any], b: dict[str, Any] | None) -> dict[str, Any]:
@@ -58,20 +95,28 @@ def eval_examples(task: Task, *, eval_limit: int | None = None, eval_split: str 
 
 
 def run(method: Method, client: Any, task: Task, *, seed: int, eval_limit: int | None = None,
-        eval_split: str = "eval", progress: bool = True, fit_kwargs: Mapping[str, Any] | None = None) -> RunResult:
+        eval_split: str = "eval", progress: bool = True, fit_kwargs: Mapping[str, Any] | None = None,
+        start: Start | None = None, guard: bool = True) -> RunResult:
     """Fit ``method`` on ``task`` through ``client``, score it on the few-shot dev split of
     ``seed`` and on ``eval_split``, and return the :class:`RunResult`.
 
     ``fit_kwargs`` go to ``fit`` beside the client and task (a method's data, e.g. distill's
     ``unlabeled`` texts).
 
-    A method with a ``seed`` attribute must have been built with this ``seed`` (the seed names
-    the few-shot split, so two different ones would be a silent mix-up). A task without few-shot
-    data (no train split, no shipped split) gets ``dev`` metrics of None.
+    ``start`` sets where the run starts (default: the task's own template); a prompt search is
+    compared with it and keeps it unless the search clearly beats it (``guard``; see the module
+    docstring). A method with a ``seed`` attribute must have been built with this ``seed`` (the
+    seed names the few-shot split, so two different ones would be a silent mix-up). A task
+    without few-shot data (no train split, no shipped split) gets ``dev`` metrics of None.
     """
+    from .baselines import ZeroShot
+
     check(getattr(method, "seed", seed) == seed, "seed", f"the method's own seed ({getattr(method, 'seed', None)})",
           seed)
     client.require(*method.needs, needed_by=method.name)
+    if start is None:
+        start = Start(template=task.template, label_words=tuple(task.label_words), origin="the task's template")
+    task = start.apply(task)
     t0 = time.perf_counter()
     method.fit(client, task, **(fit_kwargs or {}))
     fit_s = time.perf_counter() - t0
@@ -80,17 +125,41 @@ def run(method: Method, client: Any, task: Task, *, seed: int, eval_limit: int |
         dev_examples: list[Example] | None = task.few_shot(seed=seed).dev
     except ConfigError:
         dev_examples = None
-    dev = score_method(method, scorer, task, dev_examples, progress=progress, desc="dev") if dev_examples \
-        else {"accuracy": None, "f1": None, "n": 0, "misses": 0}
+    none = {"accuracy": None, "f1": None, "n": 0, "misses": 0}
+    dev, dev_pred = _predict(method, scorer, task, dev_examples, progress=progress, desc="dev") if dev_examples \
+        else (none, None)
     split = task.eval_split if eval_split == "eval" else eval_split
     examples = eval_examples(task, eval_limit=eval_limit, eval_split=eval_split)
     ev = score_method(method, scorer, task, examples, progress=progress, desc="eval")
+    prompt = getattr(method, "best_prompt_", None)
+    extra: dict[str, Any] = {}
+    if method.kind == "prompt":
+        # scored as the method scores: calibrated or not, through the same endpoint and strategy
+        how = {k: getattr(method, k) for k in ("strategy", "endpoint", "top_k") if hasattr(method, k)}
+        base = ZeroShot(template=start.template, label_words=start.label_words, extra=start.extra or None,
+                        calibrate=bool(getattr(method, "calibrate", False)), **how).fit(scorer, task)
+        start_dev, start_pred = _predict(base, scorer, task, dev_examples, progress=progress, desc="start dev") \
+            if dev_examples else (none, None)
+        start_eval = score_method(base, scorer, task, examples, progress=progress, desc="start eval")
+        extra["start"] = {"dev": start_dev, "eval": start_eval, "prompt": base.best_prompt_}
+        selection = choose([ex.label for ex in dev_examples], start_pred, dev_pred) if dev_examples \
+            else {"chosen": "search", "rule": "no dev data: the searched prompt is kept"}
+        if not guard:
+            selection = {**selection, "chosen": "search", "rule": "guard off: the searched prompt is kept"}
+        extra["selection"] = selection
+        extra["search"] = {"dev": dev, "eval": ev}
+        if selection["chosen"] == "start":
+            dev, ev, prompt = start_dev, start_eval, base.best_prompt_
+        if ev.get("accuracy") is not None and start_eval.get("accuracy") is not None:
+            extra["gain"] = {"eval_accuracy": ev["accuracy"] - start_eval["accuracy"],
+                             "eval_f1": ev["f1"] - start_eval["f1"]}
     wall_s = time.perf_counter() - t0
     return RunResult(
-        method=method.name, config=method.get_config(), task=task.name, seed=seed, provider=client.profile.name,
-        model=client.model or "", budget_spent=dict(getattr(method, "budget_spent_", Budget().summary())),
+        method=method.name, config={**method.get_config(), "start": start.to_json()}, task=task.name, seed=seed,
+        provider=client.profile.name, model=client.model or "",
+        budget_spent=dict(getattr(method, "budget_spent_", Budget().summary())),
         eval_spent=_add(scorer.budget.summary(), getattr(method, "eval_spent_", None)), wall_s=round(wall_s, 3),
-        dev=dev, eval=ev, curve=list(getattr(method, "curve_", [])), prompt=getattr(method, "best_prompt_", None),
+        dev=dev, eval=ev, curve=list(getattr(method, "curve_", [])), prompt=prompt,
         extra={"eval_split": split, "eval_limit": eval_limit, "eval_n": len(examples),
                "eval_subsample_seed": EVAL_SUBSAMPLE_SEED if eval_limit is not None else None,
-               "task_source": task.source, "metric": task.metric, "fit_s": round(fit_s, 3)})
+               "task_source": task.source, "metric": task.metric, "fit_s": round(fit_s, 3), **extra})

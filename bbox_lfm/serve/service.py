@@ -151,8 +151,14 @@ class Service:
     def _tensors(self, soft: Any, deep: Any) -> PromptTensors | None:
         """A request's soft and deep prompts decoded and checked against the model's shapes."""
         e = self.engine
-        return prompt_tensors(soft, deep, hidden_size=e.hidden_size, num_layers=e.num_layers,
-                              vocab_size=e.vocab_size)
+        tensors = prompt_tensors(soft, deep, hidden_size=e.hidden_size, num_layers=e.num_layers,
+                                 vocab_size=e.vocab_size)
+        if tensors is not None and tensors.n >= e.context_length:
+            # the soft positions alone leave no room for text: the tensor is at fault, not the prompt
+            name = "soft_prompt" if soft is not None else "deep_prompt"
+            raise InvalidRequest(f"{name} must have fewer positions than the context length of {e.context_length};"
+                                 f" got {tensors.n}", param=f"{name}.shape", code="context_length_exceeded")
+        return tensors
 
     def _span(self, spans: dict[int, SoftSpan], tensors: PromptTensors | None, start: int | None) -> SoftSpan | None:
         """The request's soft span at ``start``, made once per request (``spans``) so its rows share

@@ -8,10 +8,13 @@
 
 from __future__ import annotations
 
-from .evaluate import evaluate, score_prompts
+from .calibration import CONTENT_FREE, apply_calibration
+from .evaluate import content_free_prompts, evaluate, score_prompts
 from .metrics import Metrics, accuracy, macro_f1, metrics_from_predictions
 from .spec import count_tokens, load_task, task_from_spec
+from .start import Start, start_point
 from .task import Example, FewShot, Task, fill, subsample
 
-__all__ = ["Example", "FewShot", "Metrics", "Task", "accuracy", "count_tokens", "evaluate", "fill", "load_task",
-           "macro_f1", "metrics_from_predictions", "score_prompts", "subsample", "task_from_spec"]
+__all__ = ["CONTENT_FREE", "Example", "FewShot", "Metrics", "Start", "Task", "accuracy", "apply_calibration",
+           "content_free_prompts", "count_tokens", "evaluate", "fill", "load_task", "macro_f1",
+           "metrics_from_predictions", "score_prompts", "start_point", "subsample", "task_from_spec"]

@@ -14,6 +14,8 @@ A spec (TOML shown; JSON has the same keys)::
     text_pair_field = "text_pair"           # only for sentence-pair tasks
     label_field = "label"
     soft_prompt_placeholder = "<soft>"      # optional; must appear in the template
+    best_template = 1                       # optional: index into the templates (the default one
+                                            # first) where prompt methods start: the best measured
 
     [data]                                  # paths relative to the spec file
     train = "train.jsonl"                   # .jsonl, .json, .csv or .tsv
@@ -53,7 +55,7 @@ __all__ = ["count_tokens", "load_task", "task_from_spec"]
 
 _KEYS = {"name", "labels", "label_words", "template", "metric", "eval_split", "shot", "single_token",
          "text_field", "text_pair_field", "label_field", "soft_prompt_placeholder", "data", "hf", "templates",
-         "description"}
+         "description", "best_template"}
 SAMPLE_SPEC = Path(__file__).resolve().parent / "sample" / "task.toml"
 
 
@@ -143,7 +145,9 @@ def task_from_spec(spec: Mapping[str, Any], *, base_dir: str | os.PathLike[str] 
                 metric=str(spec.get("metric", "accuracy")), eval_split=eval_split, templates=templates,
                 pair=fields["text_pair_field"] is not None, shot=int(spec.get("shot", 16)),
                 single_token=bool(spec.get("single_token", True)),
-                soft_prompt_placeholder=spec.get("soft_prompt_placeholder"), source=source,
+                soft_prompt_placeholder=spec.get("soft_prompt_placeholder"),
+                best_template=None if spec.get("best_template") is None else int(spec["best_template"]),
+                source=source,
                 loaders=loaders, kshot_loader=kshot_loader)
 
 

@@ -95,9 +95,11 @@ class Task:
     """A classification task. Build one with :func:`bbox_lfm.tasks.load_task`.
 
     ``templates`` are the manual (template, label words) pairs the baselines use (zero-shot
-    and best-of-N); the first is ``(template, label_words)``. ``shot`` is the default k of
-    :meth:`few_shot`. ``single_token`` says the label words must be one token each (checked
-    against a provider by :meth:`check_label_words`).
+    and best-of-N); the first is ``(template, label_words)``. ``best_template`` indexes the one
+    that scored best as measured (built-in tasks: ``benchmarks/results/baselines.json``), where
+    prompt methods start by default (:mod:`bbox_lfm.tasks.start`); None when unmeasured.
+    ``shot`` is the default k of :meth:`few_shot`. ``single_token`` says the label words must
+    be one token each (checked against a provider by :meth:`check_label_words`).
     """
 
     name: str
@@ -111,6 +113,7 @@ class Task:
     shot: int = 16
     single_token: bool = True
     soft_prompt_placeholder: str | None = None
+    best_template: int | None = None
     source: str = field(default="", compare=False)
     loaders: dict[str, Callable[[], list[Example]]] = field(default_factory=dict, repr=False, compare=False)
     kshot_loader: Callable[[int, int], FewShot | None] | None = field(default=None, repr=False, compare=False)
@@ -132,6 +135,9 @@ class Task:
         for i, (tpl, words) in enumerate(self.templates):
             validate_template(tpl, pair=self.pair, what=f"templates[{i}].template")
             self._check_words(words, f"templates[{i}].label_words")
+        if self.best_template is not None:
+            check(isinstance(self.best_template, int) and 0 <= self.best_template < len(self.templates),
+                  "best_template", f"None or an index into the {len(self.templates)} templates", self.best_template)
         if self.soft_prompt_placeholder is not None:
             check(self.soft_prompt_placeholder in self.template, "soft_prompt_placeholder",
                   f"a string that appears in the template {self.template!r}", self.soft_prompt_placeholder)
@@ -189,7 +195,7 @@ class Task:
         placeholder = self.soft_prompt_placeholder
         return dataclasses.replace(self, template=template, label_words=words, templates=((template, words),),
                                    soft_prompt_placeholder=placeholder if placeholder and placeholder in template
-                                   else None, _cache=self._cache, _kshot=self._kshot, _lock=self._lock)
+                                   else None, best_template=None, _cache=self._cache, _kshot=self._kshot, _lock=self._lock)
 
     def check_label_words(self, client: Any, label_words: Sequence[str] | None = None) -> bool | None:
         """Check that each label word is one token for ``client``'s model (see

@@ -69,8 +69,9 @@ class LimitedProvider:
         self.bodies.append(body)
         if not self.caps.chat:
             return httpx.Response(404, json={"error": {"message": "no chat"}})
-        if (body.get("top_logprobs") or 0) > min(self.caps.max_top_logprobs, 20):
-            return _reject(f"top_logprobs must be <= {min(self.caps.max_top_logprobs, 20)}")
+        limit = self.caps.chat_max_top_logprobs
+        if (body.get("top_logprobs") or 0) > limit:
+            return _reject(f"top_logprobs must be <= {limit}")
         logprobs = None
         if body.get("logprobs"):
             top = [{"token": "good", "logprob": -0.2, "bytes": None}, {"token": "bad", "logprob": -1.8, "bytes": None}]

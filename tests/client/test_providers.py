@@ -78,8 +78,8 @@ class Emulator:
         if body["max_tokens"] == 0 and b.zero == "refused":
             return _error("max_tokens must be at least 1")
         prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
-        if len(prompts) > 1 and not b.prompt_list:
-            prompts = prompts[:1]  # takes only one: one choice comes back
+        if len(prompts) > 1 and not b.prompt_list:  # llama-cpp-python asserts one prompt: HTTP 500
+            return httpx.Response(500, json={"error": {"message": "AssertionError"}})
         n_gen = body["max_tokens"] or (7 if b.zero == "generates" else 0)
         choices, n_prompt = [], 0
         for i, p in enumerate(prompts):
@@ -201,8 +201,9 @@ def test_a_probed_profile_wins_for_its_url_only(tmp_path, monkeypatch) -> None:
     assert used.profile.probed and used.profile.capabilities.echo_max_tokens == 1
     assert used.profile.capabilities.echo and not load_profile("generic").capabilities.echo
     assert not Client("http://other.test/v1", cache_mode="off", adapter=object()).profile.probed  # type: ignore[arg-type]
-    assert not Client(BASE, provider="openai", api_key="sk-x", cache_mode="off",
-                      adapter=object()).profile.probed  # type: ignore[arg-type]
+    named = Client(BASE, provider="openai", api_key="sk-x", cache_mode="off", adapter=object())  # type: ignore[arg-type]
+    assert named.profile.probed and named.profile.name == "openai" and named.capabilities.echo_max_tokens == 1
+    assert named.profile.prices == load_profile("openai").prices  # the named profile's prices stay
     assert not Client(BASE, cache_mode="off", adapter=object(), probed=False).profile.probed  # type: ignore[arg-type]
 
 
@@ -224,3 +225,15 @@ def test_vllm_end_to_end_for_the_text_prompt_methods(tmp_path, monkeypatch) -> N
     assert ev["model"] == "Qwen/Qwen2.5-0.5B" and ev["provider"] == "vllm" and ev["eval"]["n"] == 8
     assert tuned["budget_spent"]["calls"] == 4 == tuned["budget_spent"]["requests"]  # 16 prompts in each
     assert all(b["model"] == "Qwen/Qwen2.5-0.5B" for b in emu.bodies)
+
+
+def test_probe_of_bbox_lfms_own_server_finds_its_profile(local_server, tmp_path, monkeypatch) -> None:
+    """A real server: the probe agrees with the shipped bbox-lfm profile, extensions included."""
+    monkeypatch.setenv("BBOX_LFM_CACHE_DIR", str(tmp_path))
+    with Client(local_server.base_url, provider="bbox-lfm", cache_mode="off", max_attempts=1) as client:
+        result = probe(client)
+    shipped = load_profile("bbox-lfm").capabilities
+    expected = {k: getattr(shipped, k) for k in PROBED}
+    expected["max_batch"] = 16
+    assert {k: result.capabilities[k] for k in PROBED} == expected, result.evidence
+    assert result.max_tokens_zero == "scores" and result.capabilities["soft_prompt"]

@@ -23,9 +23,10 @@ W = np.random.default_rng(0).standard_normal(D)
 
 
 def _score(query: Query) -> dict[str, Any]:
-    spec = query.extra.get("deep_prompt") or query.extra["soft_prompt"]
-    v = decode(spec).reshape(-1, D).mean(axis=0)
-    base = 0.1 * len(spec.get("base_ids") or ())
+    spec = query.extra.get("deep_prompt") or query.extra.get("soft_prompt")
+    # no prompt at all (the harness scoring the start template): every label scores the same
+    v = decode(spec).reshape(-1, D).mean(axis=0) if spec else np.zeros(D)
+    base = 0.1 * len(spec.get("base_ids") or ()) if spec else 0.0
     choices = []
     for i, text in enumerate(query.prompt):
         sign = 1.0 if "good" in text else -1.0

@@ -156,6 +156,51 @@ def test_kd_loss_prefers_the_teacher() -> None:
     assert float(near) < float(far)
 
 
+def test_kd_loss_value_by_hand() -> None:
+    """T = 2, alpha = 0.3, one row with teacher p = (0.8, 0.2) and gold label 0, student logits
+    (1, 0): p_T = softmax(log p / 2) = (2/3, 1/3) since sqrt(0.8) / sqrt(0.2) = 2;
+    q_T = softmax((0.5, 0)) = (0.622459, 0.377541); KL(p_T || q_T) = 2/3 ln((2/3)/0.622459)
+    + 1/3 ln((1/3)/0.377541) = 0.0042295; CE = ln(1 + e^-1) = 0.3132617;
+    L = 0.3 * 4 * 0.0042295 + 0.7 * 0.3132617 = 0.2243586. KL's direction matters:
+    KL(q_T || p_T) = 0.0043090 would give 0.2244540; without T^2, 0.2205524."""
+    import torch
+
+    from bbox_lfm.students import distillation_loss
+
+    t = torch.log(torch.tensor([[0.8, 0.2]]))
+    loss = distillation_loss(torch.tensor([[1.0, 0.0]]), t, torch.tensor([0]), temperature=2.0, alpha=0.3)
+    assert float(loss) == pytest.approx(0.2243586, abs=2e-6)
+
+
+def test_minilm_ft_gold_only_minibatch_keeps_its_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With teacher answers and gold labels in the transfer set, a minibatch holding only gold rows
+    weighs its cross-entropy 1 - alpha, as a mixed one does (before the fix: 1)."""
+    import torch
+    import torch.nn.functional as F
+
+    from bbox_lfm.students import minilm
+
+    seen: list[tuple[Any, Any, Any, float]] = []
+    real = minilm.distillation_loss
+
+    def spy(logits: Any, t: Any, y: Any, **kw: Any) -> Any:
+        loss = real(logits, t, y, **kw)
+        seen.append((logits.detach(), t, y, float(loss)))
+        return loss
+
+    monkeypatch.setattr(minilm, "distillation_loss", spy)
+    texts = ["a fine film", "a dull film", "great acting", "awful plot"]
+    nan = float("nan")
+    t = np.array([[-0.1, -2.3], [-2.3, -0.1], [nan, nan], [nan, nan]])
+    y = np.array([-1, -1, 1, 0])
+    make_student("minilm-ft", epochs=1, batch_size=1, alpha=0.3, max_length=16, seed=0).fit(
+        texts, teacher_logprobs=t, gold=y)
+    gold_only = [(logits, yy, loss) for logits, tt, yy, loss in seen if bool(torch.isnan(tt).all())]
+    assert len(gold_only) == 2
+    for logits, yy, loss in gold_only:
+        assert loss == pytest.approx(0.7 * float(F.cross_entropy(logits, yy)), rel=1e-5)
+
+
 # -- the student learns the teacher's rule -------------------------------------------------------------
 
 @pytest.mark.parametrize("selection", ["random", "active", "active-kmeans-explore"])

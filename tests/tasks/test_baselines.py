@@ -123,10 +123,14 @@ def test_harness_keeps_search_and_eval_budgets_apart(mock_client) -> None:  # ty
     client = mock_client(sentiment_rule)
     r = run(_Searcher(), client, load_task("sample"), seed=13, progress=False)
     assert r.budget_spent["calls"] == 1 and r.budget_spent["sequences"] == 16
-    # the method's own dev check (1 call) plus nothing sent by the harness, whose predict is local
-    assert r.eval_spent["calls"] == 1 and r.eval_spent["sequences"] == 16
-    assert r.curve == [{"calls": 1, "dev_accuracy": 0.5}] and r.prompt == "x"
+    # the method's own dev check (1 call, 16 rows), then the harness scores the start prompt on
+    # dev (16) and eval (20); the method's predict is local
+    assert r.eval_spent["calls"] == 3 and r.eval_spent["sequences"] == 16 + 16 + 20
+    assert r.curve == [{"calls": 1, "dev_accuracy": 0.5}]
     assert r.dev["n"] == 16 and r.eval["n"] == 20 and r.eval["accuracy"] == 0.5
+    # the search predicts what the start predicts (all label 0): nothing fixed, so the start stays
+    assert r.extra["selection"]["chosen"] == "start" and r.prompt["template"] == "{text} It was"
+    assert r.extra["search"]["eval"]["accuracy"] == 0.5 and r.extra["gain"]["eval_accuracy"] == 0.0
 
 
 def test_task_without_few_shot_data_gets_no_dev(mock_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

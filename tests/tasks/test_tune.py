@@ -45,3 +45,19 @@ def test_bbt_within_budget_then_replayed_sends_nothing(local_server, tmp_path: P
     again = tune(local_server, tmp_path, *args, mode="replay")
     assert again["budget_spent"]["requests"] == 0 and again["eval_spent"]["requests"] == 0
     assert again["prompt"] == r["prompt"]
+
+
+def test_bbt_starts_from_the_template_it_is_given_and_reports_the_start(local_server, tmp_path: Path) -> None:
+    # the check, at the sample task's size: the start is recorded, scored, and compared
+    args = ("bbt", "--task", "sample", "--template-index", "1", "--seed", "13", "--budget", "8", "--set",
+            "n_prompt_tokens=5", "--set", "intrinsic_dim=20", "--set", "popsize=4", "--eval-limit", "8")
+    r = tune(local_server, tmp_path, *args)
+    assert r["config"]["start"]["template"] == "Review: {text}\nSentiment:"
+    assert r["config"]["start"]["template_index"] == 1
+    start = r["extra"]["start"]
+    assert start["eval"]["n"] == 8 and start["dev"]["n"] == 16 and start["prompt"]["template"] == r["config"][
+        "start"]["template"]
+    assert r["extra"]["gain"]["eval_accuracy"] == pytest.approx(r["eval"]["accuracy"] - start["eval"]["accuracy"])
+    assert r["extra"]["selection"]["chosen"] in ("start", "search")
+    again = tune(local_server, tmp_path, *args, mode="replay")
+    assert again["eval_spent"]["calls"] == 0 and again["extra"]["start"] == start

@@ -1,0 +1,185 @@
+"""One leaderboard: every registered prompt method from the best manual template, at one budget.
+
+    python benchmarks/leaderboard.py                                   # sst2 and mr, seeds 13 21 42, 600 calls
+    python benchmarks/leaderboard.py --tasks sst2 --seeds 13 --budget 200 --set bbt.n_prompt_tokens=10
+    bbox-lfm report benchmarks/results/leaderboard.json --out-png benchmarks/results/leaderboard.png
+
+Every method that ``bbox_lfm.methods`` registers with ``kind == "prompt"`` runs (a method that
+lands later joins by being registered: nothing here names it), built as
+``get(name)(budget=B, seed=S, **sets)`` and run through :func:`bbox_lfm.methods.harness.run` from
+the task's best manual template (``task.best_template``, measured in
+``benchmarks/results/baselines.json``): the harness scores that start prompt beside each search
+and keeps it unless the search clearly beats it on dev. Beside them, the baselines from the
+same template: zero-shot, zero-shot with contextual calibration, ICL (k = 4 per class) and ICL
+with calibration (``--baselines`` picks).
+
+Resumable: every answer goes to the SQLite cache ``benchmarks/.cache/leaderboard.sqlite``, so
+a rerun replays what was answered and continues; runs the results file already has (same task,
+seed, label, budget and eval rows) are kept and skipped. ``benchmarks/results/leaderboard.json``
+(a bundle of RunResults, the shared results format) is rewritten after every run, with the runs
+still missing named in ``missing``. Runs go seed by seed, every task at the first seed first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from bbox_lfm import Client
+from bbox_lfm.commands.report import leaderboard_table
+from bbox_lfm.commands.tune import parse_sets
+from bbox_lfm.methods import get, names
+from bbox_lfm.methods.harness import run
+from bbox_lfm.results import SCHEMA_VERSION, write_result
+from bbox_lfm.tasks import load_task, start_point
+
+#: baseline label -> constructor (seed -> method); each scores the start template
+BASELINES: dict[str, Any] = {
+    "zero-shot": lambda seed: get("zero-shot")(),
+    "calibrated": lambda seed: get("calibrated")(),
+    "icl": lambda seed: get("icl")(k=4, seed=seed),
+    "icl+calibrated": lambda seed: get("icl")(k=4, seed=seed, calibrate=True),
+}
+
+
+def prompt_methods() -> list[str]:
+    """Every registered prompt search (``kind == "prompt"``), sorted."""
+    return [n for n in names() if get(n).kind == "prompt"]
+
+
+def method_sets(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["bbt.n_prompt_tokens=10"]`` -> ``{"bbt": {"n_prompt_tokens": 10}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, sep, rest = item.partition(".")
+        if not sep:
+            raise SystemExit(f"--set must be METHOD.KEY=VALUE; got {item!r}")
+        out.setdefault(name, {}).update(parse_sets([rest]))
+    return out
+
+
+def label(name: str, sets: dict[str, Any]) -> str:
+    """The run's name in the table: the method, with any settings that differ from its defaults."""
+    return name + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(sets.items())) + ")" if sets else "")
+
+
+def entries(seed: int, budget: int, methods: list[str], baselines: list[str],
+            sets: dict[str, dict[str, Any]]) -> list[tuple[str, Any]]:
+    """(label, method) for one seed: the baselines first (cheap), then the searches."""
+    out = [(b, BASELINES[b](seed)) for b in baselines]
+    out += [(label(m, sets.get(m, {})), get(m)(budget=budget, seed=seed, **sets.get(m, {}))) for m in methods]
+    return out
+
+
+def _key(r: dict[str, Any]) -> tuple[str, int, str]:
+    return r["task"], r["seed"], r["extra"]["label"]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", nargs="+", default=["sst2", "mr"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[13, 21, 42])
+    p.add_argument("--budget", type=int, default=600, help="search calls of every prompt method (default 600)")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="prompt methods to run (default: every registered one: %(default)s)")
+    p.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=list(BASELINES))
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="a hyperparameter of one method, e.g. bbt.n_prompt_tokens=10 (named in the label)")
+    p.add_argument("--eval-limit", type=int, default=None, help="seeded subsample of N eval rows (default: all)")
+    p.add_argument("--task-eval-limit", nargs="*", default=[], metavar="TASK=N",
+                   help="per-task eval subsample, e.g. agnews=1000")
+    p.add_argument("--base-url", default=None, help="a running bbox-lfm server (default: start one)")
+    p.add_argument("--cache", default=str(HERE / ".cache" / "leaderboard.sqlite"))
+    p.add_argument("--out", default=str(HERE / "results" / "leaderboard.json"))
+    p.add_argument("--max-concurrency", type=int, default=4)
+    p.add_argument("--timeout", type=float, default=900.0, help="client timeout per request (s)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs still missing and exit")
+    args = p.parse_args()
+
+    methods = args.methods or prompt_methods()
+    unknown = [m for m in methods if m not in prompt_methods()]
+    if unknown:
+        raise SystemExit(f"--methods must be registered prompt methods {prompt_methods()}; got {unknown}")
+    sets = method_sets(args.sets)
+    limits = {t: int(n) for t, _, n in (item.partition("=") for item in args.task_eval_limit)}
+    out = Path(args.out)
+    previous = json.loads(out.read_text()) if out.is_file() else {}
+    runs = {_key(r): r for r in previous.get("runs", [])}
+    tasks = {name: load_task(name) for name in args.tasks}
+    plan = [(seed, name, lb, m) for seed in args.seeds for name in tasks
+            for lb, m in entries(seed, args.budget, methods, args.baselines, sets)]
+
+    def done(seed: int, name: str, lb: str, m: Any) -> bool:
+        r = runs.get((name, seed, lb))
+        if r is None:
+            return False
+        limit = limits.get(name, args.eval_limit)
+        rows = len(tasks[name].split("eval"))
+        same_budget = m.get_config().get("budget") == r["config"].get("budget")
+        return same_budget and r["eval"]["n"] == (rows if limit is None else min(rows, limit))
+
+    todo = [(s, n, lb, m) for s, n, lb, m in plan if not done(s, n, lb, m)]
+    missing = [{"task": n, "seed": s, "label": lb} for s, n, lb, _ in todo]
+    if args.dry_run:
+        print(json.dumps(missing, indent=1))
+        return 0
+
+    server = None
+    if args.base_url is None:
+        from bbox_lfm.serve import start_local
+
+        server = start_local()
+    t_start = time.perf_counter()
+    try:
+        Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
+        with Client.local(server or args.base_url, cache=args.cache, max_concurrency=args.max_concurrency,
+                          timeout=args.timeout) as client:
+            for seed, name, lb, method in todo:
+                task = tasks[name]
+                start = start_point(task)
+                t0 = time.perf_counter()
+                result = run(method, client, task, seed=seed, eval_limit=limits.get(name, args.eval_limit),
+                             progress=sys.stderr.isatty(), start=start)
+                result.extra["label"] = lb
+                result.extra["method"] = dict(getattr(method, "extra_", {}) or {})
+                runs[_key(result.to_json())] = result.to_json()
+                missing = [x for x in missing if (x["task"], x["seed"], x["label"]) != (name, seed, lb)]
+                kept = result.extra.get("selection", {}).get("chosen")
+                print(f"{name} seed {seed} {lb}: eval {result.eval['accuracy']:.3f} (n={result.eval['n']}), dev "
+                      f"{result.dev['accuracy']}" + (f", start eval {result.extra['start']['eval']['accuracy']:.3f}"
+                                                     f", kept {kept}" if kept else "")
+                      + f"; {time.perf_counter() - t0:.0f} s", flush=True)
+                write_result(out, bundle(list(runs.values()), missing, args, methods, sets, tasks, client,
+                                         time.perf_counter() - t_start))
+    finally:
+        if server is not None:
+            server.stop()
+    print("\n" + leaderboard_table(list(runs.values())))
+    return 0
+
+
+def bundle(runs: list[dict[str, Any]], missing: list[dict[str, Any]], args: argparse.Namespace, methods: list[str],
+           sets: dict[str, dict[str, Any]], tasks: dict[str, Any], client: Client, wall_s: float) -> dict[str, Any]:
+    """The results file: every run (RunResult JSON), the set-up, what is missing, the table."""
+    return {"schema": SCHEMA_VERSION, "kind": "bundle", "benchmark": "leaderboard", "model": client.model, "provider": client.profile.name,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU",
+            "budget": args.budget, "methods": methods, "baselines": args.baselines, "sets": sets,
+            "starts": {n: start_point(t).to_json() for n, t in tasks.items()},
+            "eval_limit": args.eval_limit, "task_eval_limit": args.task_eval_limit,
+            "selection": "the start prompt is kept unless the searched prompt fixes at least max(2, "
+                         "ceil(sqrt(fixed + broken))) more dev rows than it breaks (bbox_lfm.methods.harness)",
+            "missing": missing, "wall_s_last_invocation": round(wall_s, 1),
+            "table_md": leaderboard_table(runs), "runs": runs}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
