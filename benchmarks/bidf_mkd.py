@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -223,6 +224,20 @@ def _summarise(doc: dict[str, Any]) -> None:
                                "queries": r["budget_spent"]["calls"], "sent": r["budget_spent"]["requests"]}
                         for name, r in v.items()}
         summary[f"seed {seed}"] = out
+    # across seeds (a seed sets the meta-model's initialisation, the API order and every draw):
+    # mean and standard deviation of the per-seed means, for the variants every seed ran
+    seeds = sorted(by)
+    if len(seeds) > 1:
+        common = set.intersection(*(set(by[sd]) for sd in seeds))
+        across: dict[str, Any] = {"seeds": seeds}
+        for name in sorted(common):
+            row = {}
+            for i, shot in enumerate(("1-shot", "5-shot")):
+                accs = [100 * by[sd][name]["eval"]["settings"][i]["accuracy"] for sd in seeds]
+                row[shot] = f"{statistics.fmean(accs):.1f} ± {statistics.stdev(accs):.1f}"
+                row[f"{shot} per seed"] = [round(a, 1) for a in accs]
+            across[name] = row
+        summary["across seeds (mean ± std of the seed means)"] = across
     doc["summary"] = summary
 
 if __name__ == "__main__":

@@ -326,7 +326,7 @@ class BiDfMKD(Method):
         if not self._queries(self.random_meta_model, self.true_gradient, self.oracle_maml):
             return 0
         visit = 2 * self.inversion_steps
-        return (self.budget // visit) * visit + (self.inversion_steps if self.budget % visit >= visit else 0)
+        return (self.budget // visit) * visit
 
     # -- fit --------------------------------------------------------------------------------
 
@@ -373,8 +373,7 @@ class BiDfMKD(Method):
             self.apis_ = [Api(id="digits", classes=META_TRAIN_CLASSES, input_shape=INPUT_SHAPE)]
         self.input_shape_ = self.apis_[0].input_shape
         self.d_ = int(np.prod(self.input_shape_))
-        self.way_ = len(self.apis_[0].classes) if self._queries(self.random_meta_model, self.true_gradient,
-                                                                 self.oracle_maml) or self.true_gradient else self.way
+        self.way_ = len(self.apis_[0].classes) if queries or self.true_gradient else self.way
         self.params_ = _mlp_init([self.d_, self.hidden, self.hidden, self.way_], self.gen_)
         if self.random_meta_model:
             self.stopped_by_ = "no meta-training (ablation)"
@@ -393,8 +392,8 @@ class BiDfMKD(Method):
 
         self.opt_ = torch.optim.Adam(self.params_, lr=self.outer_lr)
         self.memory_: dict[int, list[np.ndarray]] = {}
-        visit_calls = 0 if self.true_gradient else 2 * self.inversion_steps
-        visits = self.budget // visit_calls if visit_calls else max(1, self.budget // (2 * self.inversion_steps))
+        # the true-gradient bound makes as many visits as a zero-order run of the same budget
+        visits = self.budget // (2 * self.inversion_steps)
         with tqdm(total=visits, desc=f"{self.variant}", unit="API", disable=progress is False, leave=False) as bar:
             for visit in range(visits):
                 api = self.apis_[int(self.rng_.integers(len(self.apis_)))]
