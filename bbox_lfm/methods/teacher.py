@@ -104,22 +104,13 @@ class Teacher:
     def label(self, client: Any, inputs: Sequence[Any], *, progress: bool = False,
               desc: str = "teacher") -> tuple[np.ndarray, int]:
         """``(logprobs [n, K], misses)``, one teacher sequence per input, concurrently."""
-        from concurrent.futures import ThreadPoolExecutor
-
         from tqdm.auto import tqdm
 
         prompts = self.prompts(inputs)
         if not prompts:
             return np.zeros((0, len(self.task.label_words))), 0
         signal = self.resolve(client)
-        with ThreadPoolExecutor(max_workers=min(client.max_concurrency, len(prompts))) as pool, \
-                tqdm(total=len(prompts), desc=desc, unit="ex", disable=not progress, leave=False) as bar:
-            futures = [pool.submit(self._one, client, p, signal) for p in prompts]
-            for f in futures:
-                f.add_done_callback(lambda _f: bar.update(1))
-            errors = [f.exception() for f in futures]
-        for exc in errors:
-            if exc is not None:
-                raise exc
-        rows = [f.result() for f in futures]
+        with tqdm(total=len(prompts), desc=desc, unit="ex", disable=not progress, leave=False) as bar:
+            rows = client.fan_out(lambda p: self._one(client, p, signal), prompts, name="teacher",
+                                  on_done=lambda: bar.update(1))
         return np.stack([r for r, _ in rows]), sum(m for _, m in rows)
