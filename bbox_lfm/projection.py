@@ -41,10 +41,12 @@ _CHAT_MARKUP_TOKENS = 4  # role and separators around each chat message
 @dataclass(frozen=True)
 class Projection:
     """A run's query plan: calls (the method's unit), HTTP requests, sequences, and the tokens
-    and dollars it may cost (``_max``: the budget's reservation, a bound; ``_about``: a guide)."""
+    and dollars it may cost (``_max``: the budget's reservation, a bound; ``_about``: a guide);
+    ``repeats``: queries the run asks again, answered free by its cache."""
 
     calls: int
     requests: int
+    repeats: int
     sequences: int
     tokens_max: int
     dollars_max: float
@@ -58,7 +60,8 @@ class Projection:
         return asdict(self)
 
     def __str__(self) -> str:
-        return (f"{self.calls} calls, {self.requests} requests, {self.sequences} sequences to {self.provider} "
+        return (f"{self.calls} calls, {self.requests} requests ({self.repeats} repeats answered by the cache), "
+                f"{self.sequences} sequences to {self.provider} "
                 f"({self.model}); about {self.tokens_about:,} tokens, ${self.dollars_about:.4f}; at most "
                 f"{self.tokens_max:,} tokens, ${self.dollars_max:.4f}")
 
@@ -136,6 +139,6 @@ def project_run(method: Any, client: Any, task: Any, *, seed: int, **run_kw: Any
         tokens_about += p + c
         dollars_about += price.cost(p, c)
     calls = int(result.budget_spent.get("calls", 0)) + int(result.eval_spent.get("calls", 0))
-    return Projection(calls=calls, requests=len(stand_in.queries), sequences=sum(q.sequences for q in stand_in.queries),
+    return Projection(calls=calls, requests=len(stand_in.queries), repeats=rehearsal.budget.cache_hits, sequences=sum(q.sequences for q in stand_in.queries),
                       tokens_max=tokens_max, dollars_max=round(dollars_max, 8), tokens_about=tokens_about,
                       dollars_about=round(dollars_about, 8), provider=client.profile.name, model=client.model or "")

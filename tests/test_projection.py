@@ -41,7 +41,7 @@ def test_projection_is_what_the_run_sends_and_its_bound_fits_the_dollar_budget(s
     method = _bdpl()
     p = project_run(method, client, task, seed=13)
     assert provider.calls == 0 and not hasattr(method, "best_prompt_")  # nothing sent, the method untouched
-    assert p.provider == "openai" and p.dollars_about > 0 and p.dollars_max > p.dollars_about
+    assert p.provider == "openai" and p.dollars_about > 0 and p.dollars_max > p.dollars_about and p.repeats > 0
 
     # with every answer as costly as its bound, a budget of the projected bound lets the whole
     # run through (it stops at its own call budget) and half of it does not
@@ -54,6 +54,7 @@ def test_projection_is_what_the_run_sends_and_its_bound_fits_the_dollar_budget(s
     assert method.stopped_by_ == stopped_by
     if share == 1.0:
         assert provider.calls == p.requests == client.budget.summary()["requests"]
+        assert p.repeats == client.budget.summary()["cache_hits"]
         assert p.calls == result.budget_spent["calls"] + result.eval_spent["calls"]
         assert p.sequences == sum(q.sequences for q in provider.queries)
         assert 0.99 * p.dollars_max <= client.budget.spent("dollars") <= p.dollars_max
