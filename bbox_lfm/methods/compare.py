@@ -5,7 +5,9 @@ cache where they are stored) and the student (locally) about the same examples. 
 seconds per example with one example at a time on each side: the teacher's is the provider's
 answer time for that request (a cached answer keeps the time it took when it was fetched, so a
 replay reports the recording's teacher), the student's is measured here, now, with its
-embedding cache off.
+embedding cache off, on one CPU thread: one short text gains nothing from more, and on a busy
+machine two intra-op threads contend (measured on the project's shared 2-core machine at a load
+of 25: 1.67 s an example on two threads, 0.07 s on one).
 """
 
 from __future__ import annotations
@@ -64,14 +66,17 @@ def student_vs_teacher(method: Any, client: Any, examples: Sequence[Any], *, tas
     hits_before = client.budget.cache_hits
     lp, _misses, latencies = teacher.label_timed(client, inputs, max_concurrency=1)
     cached = client.budget.cache_hits - hits_before == len(inputs)
+    from ..students.minilm import _one_thread
+
     student = method.student_
-    student.predict_proba(inputs[:1], progress=False, cache=False)  # warm-up: the encoder is loaded once
     times = []
     preds = []
-    for x in inputs:
-        t0 = time.perf_counter()
-        preds.append(int(student.predict_proba([x], progress=False, cache=False).argmax()))
-        times.append(time.perf_counter() - t0)
+    with _one_thread():
+        student.predict_proba(inputs[:1], progress=False, cache=False)  # warm-up: the encoder is loaded once
+        for x in inputs:
+            t0 = time.perf_counter()
+            preds.append(int(student.predict_proba([x], progress=False, cache=False).argmax()))
+            times.append(time.perf_counter() - t0)
     t_pred, s_pred = lp.argmax(axis=1), np.array(preds)
     return TeacherComparison(n=len(inputs), teacher_accuracy=float(np.mean(t_pred == y)),
                              student_accuracy=float(np.mean(s_pred == y)), agreement=float(np.mean(s_pred == t_pred)),
