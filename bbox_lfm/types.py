@@ -257,7 +257,11 @@ class Capabilities:
     the Chat endpoint's (OpenAI: 5 and 20). ``echo_max_tokens`` is what to send as
     ``max_tokens`` with ``echo`` to read a prompt's own tokens: 0 where the server then scores
     the prompt only, 1 where it reads 0 as "no limit" (llama.cpp) and one token must be
-    generated and set aside. ``prompt_embeds`` is vLLM's ``--enable-prompt-embeds`` input.
+    generated and set aside. ``echo_logprobs``: the echoed prompt tokens' log-probabilities
+    are log p(token | the tokens before it), so a label word can be scored exactly by echoing
+    prompt + word (llama-cpp-python 0.3 gives each token the log-probability under the *next*
+    position's distribution instead: false there). ``prompt_embeds`` is vLLM's
+    ``--enable-prompt-embeds`` input.
     """
 
     completions: bool = True
@@ -268,12 +272,14 @@ class Capabilities:
     chat_max_top_logprobs: int = 5
     echo: bool = False
     echo_max_tokens: int = 0
+    echo_logprobs: bool = False
     max_batch: int = 1
     soft_prompt: bool = False
     deep_prompt: bool = False
     label_words: bool = False
     hidden_stats: bool = False
     prompt_embeds: bool = False
+    next_token_logprobs: bool = False
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Capabilities:

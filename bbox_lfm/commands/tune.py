@@ -29,7 +29,7 @@ import sys
 from typing import Any
 
 from ..errors import ConfigError
-from ._common import add_client_args, open_client
+from ._common import Choices, add_client_args, open_client
 from ._start import add_start_args, start_from_args
 from .eval import add_task_args, task_from_args
 
@@ -37,7 +37,8 @@ from .eval import add_task_args, task_from_args
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the command."""
     p = sub.add_parser("tune", help="tune a prompt with a method (bbt, bbtv2, bdpl, ...); write results JSON")
-    p.add_argument("method", help="a registered method name (see bbox_lfm.methods.names())")
+    p.add_argument("method", choices=Choices(_method_names), metavar="METHOD",
+                   help="a registered method: %(choices)s")
     add_task_args(p)
     add_start_args(p)
     p.add_argument("--seed", type=int, default=13, help="few-shot split and search seed (default 13)")
@@ -52,6 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_client_args(p)
     p.set_defaults(func=run)
+
+
+def _method_names() -> list[str]:
+    from ..methods import names
+
+    return names()
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:

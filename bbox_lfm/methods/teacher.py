@@ -114,24 +114,14 @@ class Teacher:
         """:meth:`label`, plus the provider's answer time for each input in seconds (a cached
         answer keeps the time it took when it was fetched); ``max_concurrency=1`` sends one
         request at a time, so each time is the teacher's latency alone."""
-        from concurrent.futures import ThreadPoolExecutor
-
         from tqdm.auto import tqdm
 
         prompts = self.prompts(inputs)
         if not prompts:
             return np.zeros((0, len(self.task.label_words))), 0, np.zeros(0)
         signal = self.resolve(client)
-        workers = min(max_concurrency or client.max_concurrency, len(prompts))
-        with ThreadPoolExecutor(max_workers=workers) as pool, \
-                tqdm(total=len(prompts), desc=desc, unit="ex", disable=not progress, leave=False) as bar:
-            futures = [pool.submit(self._one, client, p, signal) for p in prompts]
-            for f in futures:
-                f.add_done_callback(lambda _f: bar.update(1))
-            errors = [f.exception() for f in futures]
-        for exc in errors:
-            if exc is not None:
-                raise exc
-        rows = [f.result() for f in futures]
+        with tqdm(total=len(prompts), desc=desc, unit="ex", disable=not progress, leave=False) as bar:
+            rows = client.fan_out(lambda p: self._one(client, p, signal), prompts, name="teacher",
+                                  max_concurrency=max_concurrency, on_done=lambda: bar.update(1))
         return (np.stack([r for r, _, _ in rows]), sum(m for _, m, _ in rows),
                 np.array([t for _, _, t in rows], dtype=np.float64))
