@@ -19,7 +19,8 @@ run sends from an empty cache (answers already in your cache are free):
 
 The stand-in answers are flat (every label word equally likely), so the rehearsal learns
 nothing; only its queries are kept. Methods that need the provider's hidden statistics (BBTv2's
-``hidden_stats``) cannot be rehearsed and raise :class:`~bbox_lfm.errors.ConfigError`.
+``hidden_stats``) or query classifiers (BiDf-MKD's ``classify``) cannot be rehearsed and raise
+:class:`~bbox_lfm.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -78,9 +79,9 @@ def _about_tokens(query: Query) -> tuple[int, int]:
 
 def _stand_in(query: Query) -> dict[str, Any]:
     """A flat answer of the shape ``query`` asks for, its usage by the four-characters rule."""
-    if query.endpoint == "hidden_stats":
-        raise ConfigError("method must not need the provider's hidden statistics to be projected (its queries "
-                          "depend on them); got a hidden_stats query")
+    if query.endpoint not in ("completions", "chat"):
+        raise ConfigError("method must send completions or chat queries to be projected (a stand-in cannot "
+                          f"answer hidden statistics or a classifier's outputs); got a {query.endpoint} query")
     prompt, completion = _about_tokens(query)
     usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
     top = [{"token": "x", "logprob": -1.0}]
