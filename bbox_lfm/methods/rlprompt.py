@@ -236,9 +236,10 @@ class Policy:
         import torch
         from torch import nn
 
-        mlp = nn.Sequential(nn.Linear(H, hidden), nn.ReLU(), nn.Linear(hidden, H))
+        first, last = nn.Linear(H, hidden), nn.Linear(hidden, H)
+        mlp = nn.Sequential(first, nn.ReLU(), last)
         with torch.no_grad():
-            for layer in (mlp[0], mlp[2]):                              # near-zero init, as the official code
+            for layer in (first, last):                                 # near-zero init, as the official code
                 nn.init.xavier_uniform_(layer.weight, gain=1e-4, generator=self.generator)
                 layer.bias.fill_(-1e-4)
         return mlp.to(self.device)
@@ -586,8 +587,8 @@ class RLPrompt(Method):
         self.budget_spent_ = dict(state["budget_spent"])
         self.eval_spent_ = dict(state["eval_spent"])
         self.extra_ = dict(state["extra"])
-        self.misses_ = int(self.extra_.get("misses", 0))
-        self.calls_ = int(self.extra_.get("calls", 0))
+        self.misses_ = int(state["extra"].get("misses", 0))
+        self.calls_ = int(state["extra"].get("calls", 0))
 
 
 def _one_token(ids: Sequence[int]) -> bool:
