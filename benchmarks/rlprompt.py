@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bundle  # benchmarks/bundle.py
+
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 BUDGET = 1200  # the budget of the BBT and BDPL rows, in calls
@@ -69,7 +71,7 @@ def _summary(doc: dict[str, Any]) -> dict[str, Any]:
         }
     bdpl = RESULTS / "bdpl.json"
     if bdpl.is_file():
-        d = json.loads(bdpl.read_text(encoding="utf-8"))
+        d = bundle.load(bdpl)
         out.setdefault("beside", {})["bdpl.json sst2 (exact, same template)"] = {
             "budget_calls": d.get("budget_calls"), "eval_accuracy": (d.get("summary", {}).get("exact") or {}).get(
                 "eval_accuracy")}
@@ -110,9 +112,7 @@ def _plot(doc: dict[str, Any], path: Path) -> None:
 def _write(out: Path, doc: dict[str, Any], plot: Path) -> None:
     doc["summary"] = _summary(doc)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, default=float) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    bundle.dump(out, doc, "rlprompt")
     _plot(doc, plot)
 
 
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     from bbox_lfm.tasks import evaluate, load_task, subsample
 
     out, plot = Path(args.out), Path(args.plot)
-    doc: dict[str, Any] = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
+    doc: dict[str, Any] = bundle.load(out) if out.is_file() else {}
     if doc.get("budget_calls") != args.budget or doc.get("eval_limit") != args.eval_limit:
         doc = {}  # another configuration: start over (the cache still replays what it can)
     doc.update({"benchmark": "rlprompt", "issue": 21, "budget_calls": args.budget, "eval_limit": args.eval_limit,

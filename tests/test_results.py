@@ -84,7 +84,7 @@ def test_benchmark_bundles_convert_back_to_their_working_layout() -> None:
     assert spec is not None and spec.loader is not None
     bundle = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bundle)
-    for name in ("baselines", "bbt", "bdpl", "distill"):
+    for name in ("baselines", "bbt", "bdpl", "distill", "rlprompt"):
         stored = json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
         native = bundle.from_bundle(stored)
         assert native.get("kind") is None
