@@ -4,8 +4,9 @@ BDPL (Diao et al., TMLR 2023) restricts each prompt position to N candidates min
 task's own text, so the search space is small and on-topic. The miner works on strings only
 (no tokenizer), so it serves any provider. It follows the authors' ``pmi_ngram.py``:
 
-1. Split each text into words (whitespace, lower-cased); a token with no letter or digit
-   (punctuation) ends a segment, so no pair spans it.
+1. Split each text into words (whitespace, lower-cased); punctuation ends a segment, so no
+   pair spans it: a token with no letter or digit, and punctuation attached to a word
+   ("big." ends a segment after "big", "(great" starts one before "great").
 2. Count words and adjacent word pairs; keep those seen more than ``min_count`` times.
 3. A pair (a, b) is *strong* when log PMI = log(T * c(a, b) / (c(a) * c(b))) >= ``min_pmi``,
    T being the number of pairs.
@@ -36,23 +37,33 @@ from .errors import check
 __all__ = ["candidate_vocabulary", "load_candidates", "pmi_ngrams"]
 
 _HAS_WORD_CHAR = re.compile(r"[^\W_]")
-_EDGE_PUNCT = re.compile(r"^[^\w']+|[^\w]+$")
+_LEAD_PUNCT = re.compile(r"^[^\w']+")
+_TRAIL_PUNCT = re.compile(r"[^\w]+$")
 
 
 def _segments(text: str) -> list[list[str]]:
-    """Lower-cased word runs of ``text``, split at tokens that hold no letter or digit."""
+    """Lower-cased word runs of ``text``, split wherever punctuation stands (see step 1)."""
     out: list[list[str]] = []
     run: list[str] = []
+
+    def end() -> None:
+        nonlocal run
+        if run:
+            out.append(run)
+        run = []
+
     for raw in text.lower().split():
-        word = _EDGE_PUNCT.sub("", raw)
+        lead, trail = _LEAD_PUNCT.search(raw), _TRAIL_PUNCT.search(raw)
+        word = raw[lead.end() if lead else 0:trail.start() if trail else len(raw)]
         if not _HAS_WORD_CHAR.search(word):
-            if run:
-                out.append(run)
-            run = []
+            end()
             continue
+        if lead:
+            end()
         run.append(word)
-    if run:
-        out.append(run)
+        if trail:
+            end()
+    end()
     return out
 
 

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g.add_argument("--model", default=None, help="model to probe (default: the one the server lists)")
     g.add_argument("--provider", default=None,
                    help="profile whose other values (key variable, prices, limits) the probed one keeps "
-                        "(default: chosen from the URL)")
+                        "(default: bbox-lfm for a bbox-lfm server, else generic)")
     g.add_argument("--api-key", default=None, help="API key (better: the profile's key variable)")
     g.add_argument("--out", default=None, help="write the profile here instead of the per-URL cache location")
     g.add_argument("--no-save", action="store_true", help="print only, write nothing")
@@ -56,10 +56,13 @@ def _probe(args: argparse.Namespace) -> int:
 
     if not args.base_url:
         raise ConfigError("--base-url must be given to probe a server; got nothing")
-    with Client(args.base_url, provider=args.provider, api_key=args.api_key, cache_mode="off", max_attempts=1,
-                probed=False) as client:
+    with Client(args.base_url, provider=args.provider or "generic", api_key=args.api_key, cache_mode="off",
+                max_attempts=1, probed=False) as client:
         result = probe(client, model=args.model)
-        base = client.profile
+        # the profile whose other values the probed one keeps: the one named, else bbox-lfm's
+        # for a server that publishes bbox-lfm metadata, else generic's
+        base = client.profile if args.provider else load_profile(
+            "bbox-lfm" if result.metadata_capabilities else "generic")
     print(f"probed {result.base_url} with {result.requests} requests; model {result.model!r}"
           + ("" if result.model_named else " (the one model the server lists)"), file=sys.stderr)
     for name, why in result.evidence.items():

@@ -129,7 +129,8 @@ class BBTv2(BBT):
         for l in schedule:
             self._A_layer = (l, projection(_layer_seed(self.A_seed_, l), (n * D, d), std[l]))
             zs = opts[l].ask()                                             # z_l^k ~ N(m_l, sigma_l^2 C_l)
-            L_k = run.losses([(l, z) for z in zs])                         # others hold their best-so-far
+            held = z_best.copy()                                           # others hold their best-so-far
+            L_k = run.losses([(l, z, held) for z in zs])
             if L_k is None:
                 break
             opts[l].tell(zs, L_k)                                          # CMA-ES update of layer l only
@@ -155,12 +156,14 @@ class BBTv2(BBT):
         return (A @ np.asarray(z, dtype=np.float32)).reshape(self.n_prompt_tokens, -1)  # A_l z_l as n x D
 
     def _as_layers(self, Z: Any, z_best: np.ndarray) -> np.ndarray:
-        """A candidate ``(l, z_l)`` or the held ``("held", z)`` as one z per layer."""
-        tag, z = Z
-        if tag == "held":
-            return np.asarray(z, dtype=np.float64)
-        out = z_best.copy()
-        out[tag] = z
+        """A candidate ``(l, z_l, held)`` or the held ``("held", z)`` as one z per layer: the
+        candidate with the other layers as they were held when it was scored (not as they are
+        held now: that combination was never scored)."""
+        if Z[0] == "held":
+            return np.asarray(Z[1], dtype=np.float64)
+        l, z, held = Z
+        out = np.array(held, dtype=np.float64)
+        out[l] = z
         return out
 
     def _slots(self, values: np.ndarray) -> dict[str, Any]:
@@ -184,12 +187,11 @@ class BBTv2(BBT):
         return self._slots(P)
 
     def prompt_extra(self, Z: Any) -> dict[str, Any]:
-        """The request fields for a candidate ``(l, z_l)`` (the other layers held) or for the held
-        configuration ``("held", z)``: ``{"deep_prompt": {shape [L, n, D], ...}}``."""
-        tag, z = Z
-        if tag == "held":
+        """The request fields for a candidate ``(l, z_l, held)`` (the other layers as held now)
+        or for the held configuration ``("held", z)``: ``{"deep_prompt": {shape [L, n, D], ...}}``."""
+        if Z[0] == "held":
             return {"deep_prompt": self._slots(self._P)}
-        return {"deep_prompt": self._deep({tag: z})}
+        return {"deep_prompt": self._deep({Z[0]: Z[1]})}
 
     # -- using the result -------------------------------------------------------------------
 

@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -284,6 +283,9 @@ class BDPL(Method):
         self.best_metric_ = -math.inf
         self.best_indices_ = policy.mode().tolist()
         self.best_probs_ = policy.p.copy()
+        # without a dev split the prompt of lowest training loss is kept, as BBT keeps its
+        # best-loss candidate
+        best_loss, best_loss_indices = math.inf, None
         calls = 0
         last_eval = 0
 
@@ -296,6 +298,9 @@ class BDPL(Method):
                 self.stopped_by_ = "BudgetExhausted"
                 break
             calls += I
+            k = int(np.argmin(L))
+            if L[k] < best_loss:
+                best_loss, best_loss_indices = L[k], S[k].tolist()
             policy.tell(S, L)                                           # p <- Proj(AdamW(p, clip(g)))
             self.history_.append({"calls": calls, "loss_mean": float(np.mean(L)), "loss_min": float(np.min(L))})
             if calls - last_eval >= self.eval_every:
@@ -305,6 +310,8 @@ class BDPL(Method):
         if calls > last_eval:
             self._select(scorer, policy, split.dev, task, calls)
 
+        if not split.dev and best_loss_indices is not None:
+            self.best_indices_ = best_loss_indices
         self.probs_ = policy.p.copy()
         self.calls_ = calls
         self.best_prompt_ = self._prompt(self.best_indices_)
@@ -358,13 +365,8 @@ class BDPL(Method):
         y = np.array([ex.label for ex in train])
         workers = max(1, min(len(S), concurrency))
         inner = max(1, concurrency // workers)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bdpl") as pool:
-            futures = [pool.submit(self._score, search, self._prompt(s), train, inner) for s in S]
-            errors = [f.exception() for f in futures]
-        for exc in errors:
-            if exc is not None:
-                raise exc
-        scores = [f.result() for f in futures]
+        scores = search.fan_out(lambda s: self._score(search, self._prompt(s), train, inner), S,
+                                max_concurrency=workers, name="bdpl")
         self.search_misses_ += sum(misses for _, misses in scores)
         return [label_loss(S, y, self.loss, self.margin) for S, _ in scores]
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .next_token import NextTokenRequest
+
 __all__ = [
     "ChatMessage",
     "ChatRequest",
@@ -38,6 +40,7 @@ class _Extensions(BaseModel):
     soft_prompt: TensorPayload | None = None
     deep_prompt: TensorPayload | None = None
     label_words: list[str] | None = None
+    next_token_logprobs: NextTokenRequest | None = None
 
 
 class _Sampling(_Extensions):

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import next_token
 from .engine import Engine, Generated, PromptTensors, Sequence, SoftSpan
 from .errors import InvalidRequest
 from .protocol import ChatRequest, CompletionRequest, HiddenStatsRequest
@@ -80,6 +81,7 @@ class Service:
                     "deep_prompt": True,
                     "label_words": True,
                     "hidden_stats": True,
+                    "next_token_logprobs": True,
                 },
             },
         }
@@ -151,8 +153,14 @@ class Service:
     def _tensors(self, soft: Any, deep: Any) -> PromptTensors | None:
         """A request's soft and deep prompts decoded and checked against the model's shapes."""
         e = self.engine
-        return prompt_tensors(soft, deep, hidden_size=e.hidden_size, num_layers=e.num_layers,
-                              vocab_size=e.vocab_size)
+        tensors = prompt_tensors(soft, deep, hidden_size=e.hidden_size, num_layers=e.num_layers,
+                                 vocab_size=e.vocab_size)
+        if tensors is not None and tensors.n >= e.context_length:
+            # the soft positions alone leave no room for text: the tensor is at fault, not the prompt
+            name = "soft_prompt" if soft is not None else "deep_prompt"
+            raise InvalidRequest(f"{name} must have fewer positions than the context length of {e.context_length};"
+                                 f" got {tensors.n}", param=f"{name}.shape", code="context_length_exceeded")
+        return tensors
 
     def _span(self, spans: dict[int, SoftSpan], tensors: PromptTensors | None, start: int | None) -> SoftSpan | None:
         """The request's soft span at ``start``, made once per request (``spans``) so its rows share
@@ -267,6 +275,8 @@ class Service:
         prompts, _ = self._prompts(texts, req, specials=True, max_tokens=max_tokens)
         want_echo = req.echo and req.logprobs is not None
         scored = self._score(prompts, echo=want_echo, labels=labels)
+        dists = None if req.next_token_logprobs is None else next_token.answer(
+            self, [p.seq for p in prompts], req.next_token_logprobs)
         top_k = req.logprobs or 0
         generated = self._generate(prompts, req, max_tokens=max_tokens, top_k=top_k)
         choices = []
@@ -285,6 +295,8 @@ class Service:
                 choice["logprobs"] = self._legacy_logprobs(prompt, score, gen, kept, top_k, req.echo)
             if score.labels is not None:
                 choice["label_logprobs"] = score.labels
+            if dists is not None:
+                choice[next_token.PARAM] = dists[index // req.n]
             choices.append(choice)
         return self._envelope("text_completion", choices, sum(len(p.seq.ids) for p in prompts), completion_tokens)
 

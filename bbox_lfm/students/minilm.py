@@ -182,8 +182,8 @@ def shared_encoder(max_length: int = 128) -> Encoder:
 
 @contextlib.contextmanager
 def _one_thread() -> Iterator[None]:
-    """Run tiny tensor ops on one thread: on a busy 2-core machine two intra-op threads made a
-    full-batch head step 15x slower (measured: 300 steps 30 s vs 2 s)."""
+    """Run tiny tensor ops on one thread: for ops this small, intra-op threads cost more in
+    synchronisation than they save, and on a busy machine they wait for cores besides."""
     import torch
 
     before = torch.get_num_threads()
@@ -195,14 +195,17 @@ def _one_thread() -> Iterator[None]:
 
 
 def distillation_loss(logits: torch.Tensor, teacher_logprobs: torch.Tensor | None, gold: torch.Tensor | None, *,
-                      temperature: float, alpha: float) -> torch.Tensor:
+                      temperature: float, alpha: float, mixed: bool | None = None) -> torch.Tensor:
     """Hinton et al. (2015): alpha * T^2 * KL(p_T^teacher || p_T^student) + (1 - alpha) * CE(y, p^student).
 
     ``teacher_logprobs`` [n, K] are the teacher's label-word log-probabilities (any
     normalisation; -inf for a hard label's other classes), a row of NaN meaning "no teacher
     answer"; ``gold`` [n] holds class indices, -1 meaning "no gold label". The T^2 factor keeps
-    the soft term's gradients on the scale of the hard term's as T changes. When only one kind
-    of target is present, that term alone is used.
+    the soft term's gradients on the scale of the hard term's as T changes. ``mixed``: whether
+    the training set has both kinds of target; then each term keeps its weight even in a
+    minibatch that holds only one kind (a gold-only batch weighs 1 - alpha, as in a mixed one).
+    Without both kinds (``mixed`` False, or None and only one kind in ``logits``' rows), the one
+    term present is used alone.
     """
     import torch
     import torch.nn.functional as F
@@ -222,9 +225,18 @@ def distillation_loss(logits: torch.Tensor, teacher_logprobs: torch.Tensor | Non
             terms.append((1.0 - alpha, F.cross_entropy(logits[has_y], gold[has_y])))   # CE(y, q_1)
     if not terms:
         raise ConfigError("a student must be given teacher answers or gold labels; got neither")
-    if len(terms) == 1:
+    if not (mixed if mixed is not None else len(terms) == 2):
         return terms[0][1]
     return sum(w * v for w, v in terms)  # type: ignore[return-value]
+
+
+def _has_targets(teacher_logprobs: torch.Tensor | None, gold: torch.Tensor | None) -> tuple[bool, bool]:
+    """Whether any row has a teacher answer, and whether any has a gold label."""
+    import torch
+
+    has_t = teacher_logprobs is not None and bool((~torch.isnan(teacher_logprobs).any(dim=1)).any())
+    has_y = gold is not None and bool((gold >= 0).any())
+    return has_t, has_y
 
 
 def _as_tensor(x: np.ndarray | None, dtype: Any) -> Any:
@@ -453,6 +465,8 @@ class MiniLMFineTune(Student):
         head = torch.nn.Linear(encoder.config.hidden_size, self.n_classes)
         opt = torch.optim.AdamW([{"params": encoder.parameters(), "lr": self.lr},
                                  {"params": head.parameters(), "lr": self.head_lr}], weight_decay=self.weight_decay)
+        # minibatches may hold only gold rows or only teacher rows: the weights follow the whole set
+        mixed = _has_targets(t, y) == (True, True)
         rng = np.random.default_rng(self.seed)
         for _ in range(self.epochs):
             order = rng.permutation(len(inputs))
@@ -460,7 +474,7 @@ class MiniLMFineTune(Student):
                 idx = order[i:i + self.batch_size]
                 logits = head(self._enc.forward(encoder, [inputs[j] for j in idx]))
                 loss = distillation_loss(logits, None if t is None else t[idx], None if y is None else y[idx],
-                                         temperature=self.temperature, alpha=self.alpha)
+                                         temperature=self.temperature, alpha=self.alpha, mixed=mixed)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

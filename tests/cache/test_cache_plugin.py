@@ -277,3 +277,26 @@ def test_recorded_against_a_hosted_api_replays_with_no_key(pytester: pytest.Pyte
     monkeypatch.delenv("RECORDING")
     pytester.runpytest().assert_outcomes(passed=2)
     assert "OPENAI_API_KEY" not in os.environ  # the placeholder lived only as long as the test
+
+
+def test_a_cassette_cut_from_a_long_runs_cache_replays_with_no_flags(pytester: pytest.Pytester) -> None:
+    from bbox_lfm import MockAdapter
+    from bbox_lfm.cli import main
+
+    def server(q: Query) -> dict[str, Any]:
+        return {"choices": [{"index": 0, "text": " Paris" if "France" in q.prompt[0] else " Rome"}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 1}}
+
+    cache = pytester.path / "long_run.sqlite"
+    with Client.local("http://127.0.0.1:8123/v1", adapter=MockAdapter(server), cache=cache) as run:
+        for country in ("France", "Italy", "Spain"):  # the long run
+            run.send(Query(prompt=f"The capital of {country} is", max_tokens=1))
+    tape = pytester.path / "tests" / "cassettes" / "test_cut" / "test_paris.jsonl"
+    assert main(["cache", "--cache", str(cache), "export", "--filter", "prompt~France", str(tape)]) == 0
+    pytester.makepyfile(test_cut="""
+        from bbox_lfm import Query
+
+        def test_paris(bbox_client):
+            assert bbox_client.send(Query(prompt="The capital of France is", max_tokens=1)).text == " Paris"
+    """)
+    pytester.runpytest().assert_outcomes(passed=1)

@@ -209,3 +209,15 @@ def test_local_server_search_and_replay(local_client) -> None:
     replay = BBT(**SMALL).fit(local_client.with_cache_mode("replay"), task, split=split)
     assert replay.budget_spent_["requests"] == 0 and replay.eval_spent_["requests"] == 0
     assert replay.best_prompt_ == m.best_prompt_ and replay.curve_ == m.curve_
+
+
+def test_projection_std_as_fit_computes_it() -> None:
+    """A's std is alpha * s_e / (sqrt(d) * sigma): the fake server's s_e = 0.5, d = 16, alpha = 0.6,
+    sigma = 1.5 give 0.6 * 0.5 / (4 * 1.5) = 0.05. The prompt fit returns is A z with A drawn
+    at exactly that std (init "zeros": p0 = 0)."""
+    m = BBT(intrinsic_dim=16, n_prompt_tokens=4, popsize=4, sigma=1.5, alpha=0.6, budget=8, eval_every=4,
+            init="zeros", seed=3).fit(fakes.fake_client(), fakes.toy_task(), split=toy_split())
+    assert m.extra_["A_std"] == pytest.approx(0.05)
+    A = projection(3, (4 * fakes.D, 16), 0.05)
+    assert np.any(m.z_)
+    np.testing.assert_allclose(decode(m.best_prompt_), (A @ m.z_.astype(np.float32)).reshape(4, fakes.D), rtol=1e-6)

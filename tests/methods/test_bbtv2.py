@@ -96,17 +96,17 @@ def test_hidden_stats_request_goes_through_the_clients_layers() -> None:
     stats = {"object": "hidden_stats", "model": "m", "layer_std": [0.5, 1.0, 1.5], "n_tokens": 12}
     route = respx.post(f"{base}/bbox/hidden_stats").mock(side_effect=[
         httpx.Response(503, json={"error": {"message": "busy"}}), httpx.Response(200, json=stats)])
-    budget = Budget(calls=5)
+    budget = Budget(requests=5)
     with Client(base, provider="bbox-lfm", model="m", cache=MemoryStore(), budget=budget,
                 sleep=lambda s: None) as client:
         assert hidden_stats(client, ["a good film", "a bad film"], None) == [0.5, 1.0, 1.5]
         assert route.call_count == 2
         assert json.loads(route.calls.last.request.content) == {"model": "m", "input": ["a good film", "a bad film"],
                                                                  "clip": True}
-        assert budget.summary()["calls"] == 1 and budget.summary()["retries"] == 1
+        assert budget.summary()["requests"] == 1 and budget.summary()["retries"] == 1
         assert hidden_stats(client, ["a good film", "a bad film"], None) == [0.5, 1.0, 1.5]
         assert route.call_count == 2 and budget.summary()["cache_hits"] == 1
-    with Client(base, provider="bbox-lfm", model="m", cache=MemoryStore(), budget=Budget(calls=0),
+    with Client(base, provider="bbox-lfm", model="m", cache=MemoryStore(), budget=Budget(requests=0),
                 sleep=lambda s: None) as client, pytest.raises(BudgetExhausted):
         hidden_stats(client, ["x"], None)
     assert route.call_count == 2
@@ -136,3 +136,40 @@ def test_local_server_search_and_replay(local_client) -> None:
     assert m.best_train_loss_ < m.history_[0]["loss_mean"]
     replay = BBTv2(**kw).fit(local_client.with_cache_mode("replay"), task, split=split)
     assert replay.budget_spent_["requests"] == 0 and replay.best_prompt_ == m.best_prompt_
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_without_dev_the_kept_prompt_is_the_best_loss_one(seed: int) -> None:
+    """Without a dev split BBTv2 keeps its best-loss candidate as it was scored: that layer's
+    z with the other layers as they were held then. Before the fix it put the candidate into the
+    final held prompts, whose other layers had moved on since: a prompt whose loss is not the
+    best training loss it reports."""
+    from bbox_lfm.methods.bbt import label_loss
+    from bbox_lfm.types import Query
+
+    fs = toy_split()
+    task = fakes.toy_task()
+    client = fakes.fake_client()
+    m = BBTv2(**{**TINY, "budget": 12, "popsize": 4, "seed": seed}).fit(client, task, split=FewShot(train=fs.train,
+                                                                                                       dev=[]))
+    assert m.curve_ == []
+    prompts = tuple(task.format(ex) for ex in fs.train)
+    answer = fakes._score(Query(prompt=prompts, extra={"deep_prompt": m.best_prompt_}))
+    S = np.array([c["label_logprobs"] for c in answer["choices"]])
+    assert label_loss(S, np.array([ex.label for ex in fs.train]), "ce") == pytest.approx(m.best_train_loss_)
+
+
+def test_per_layer_std_with_alpha_unlike_sigma() -> None:
+    """A_l's std is alpha * s_l / (sqrt(d) * sigma) with s_l the layer's hidden-state std: the fake
+    server's s_l = (0.5, 1.0, 1.5), d = 16, alpha = 0.4, sigma = 0.2 give 0.4 / (4 * 0.2) = 0.5
+    times s_l = (0.25, 0.5, 0.75); the returned deep prompt's layer l is A_l z_l at that std."""
+    from bbox_lfm.methods.bbt import projection
+    from bbox_lfm.methods.bbtv2 import _layer_seed
+
+    m = BBTv2(intrinsic_dim=16, n_prompt_tokens=2, popsize=4, sigma=0.2, alpha=0.4, budget=12, eval_every=4,
+              init="zeros", seed=3).fit(fakes.fake_client(), fakes.toy_task(), split=toy_split())
+    assert m.extra_["A_std"] == pytest.approx([0.25, 0.5, 0.75])
+    deep = decode(m.best_prompt_)
+    for layer, std in enumerate((0.25, 0.5, 0.75)):
+        A = projection(_layer_seed(3, layer), (2 * fakes.D, 16), std)
+        np.testing.assert_allclose(deep[layer], (A @ m.z_[layer].astype(np.float32)).reshape(2, fakes.D), rtol=1e-6)

@@ -287,3 +287,44 @@ def test_a_tiny_budget_lowers_the_expected_training_loss_on_the_local_server(loc
     p = m.probs_
     expected = sum(p[0, i] * p[1, j] * L[k] for k, (i, j) in enumerate(prompts))
     assert expected < L.mean() - 0.01, (expected, L.mean(), L.min())
+
+
+def test_without_a_dev_split_the_lowest_training_loss_prompt_is_kept():
+    """Before the fix, best_prompt_ stayed the initial argmax (candidate 0 at every position)."""
+    task = toy_task()
+    fs = task.few_shot()
+    no_dev = Task(name="toy", labels=task.labels, label_words=task.label_words, template=task.template,
+                  kshot_loader=lambda k, seed: FewShot(train=fs.train, dev=[]))
+    client, _ = mock_client()
+    m = BDPL(prompt_length=3, candidates=CANDIDATES, sample_size=10, lr=0.02, budget=60, eval_every=10, seed=7)
+    m.fit(client, no_dev)
+    assert m.curve_ == []
+    y = np.array([ex.label for ex in fs.train])
+    kept = label_loss(np.array([label_scores(no_dev.format(ex, prompt=m.best_prompt_)) for ex in fs.train]), y, "ce", 1.0)
+    assert kept == pytest.approx(min(h["loss_min"] for h in m.history_))
+    assert m.best_indices_ != [0, 0, 0]
+
+
+def test_pmi_ngrams_stop_at_attached_punctuation():
+    """"York," and "big." end a segment: no n-gram runs across the comma or the full stop."""
+    found = dict(pmi_ngrams(["New York is big. I like New York, you like Paris."] * 6))
+    assert "new york you like paris" not in found
+    assert not any("york you" in g or "big i" in g for g in found)
+    assert found["new york"] == 12
+
+
+def test_gradient_clipping_by_hand():
+    """p = (1/2, 1/2), prompts s = (0), (1) with losses 0 and 10: w = (L - mean L) / (I - 1) =
+    (-5, 5), g = (-5 / 0.5, 5 / 0.5) = (-10, 10), ||g|| = sqrt(200) = 14.142; clipped to norm 3:
+    g * 3 / 14.142 = (-2.1213, 2.1213). Below the norm it is left alone."""
+
+    class Recorder:
+        def step(self, x, g):
+            self.g = g
+            return x
+
+    for clip, expected in ((3.0, [-2.1213203, 2.1213203]), (20.0, [-10.0, 10.0])):
+        pol = CategoricalPolicy(1, 2, lr=1e-4, weight_decay=0.0, clip_norm=clip)
+        pol.opt = Recorder()
+        pol.tell(np.array([[0], [1]]), [0.0, 10.0])
+        np.testing.assert_allclose(pol.opt.g[0], expected, rtol=1e-6)

@@ -20,6 +20,7 @@ from bbox_lfm import Client
 from bbox_lfm.adapters.mock import MockAdapter
 from bbox_lfm.errors import ConfigError
 from bbox_lfm.methods import get
+from bbox_lfm.methods.compare import student_vs_teacher
 from bbox_lfm.methods.distill import (
     Distill,
     OneLabelTeacherWarning,
@@ -154,6 +155,51 @@ def test_kd_loss_prefers_the_teacher() -> None:
     near = distillation_loss(torch.tensor([[2.0, 0.0]]), t, None, temperature=2.0, alpha=0.5)
     far = distillation_loss(torch.tensor([[0.0, 2.0]]), t, None, temperature=2.0, alpha=0.5)
     assert float(near) < float(far)
+
+
+def test_kd_loss_value_by_hand() -> None:
+    """T = 2, alpha = 0.3, one row with teacher p = (0.8, 0.2) and gold label 0, student logits
+    (1, 0): p_T = softmax(log p / 2) = (2/3, 1/3) since sqrt(0.8) / sqrt(0.2) = 2;
+    q_T = softmax((0.5, 0)) = (0.622459, 0.377541); KL(p_T || q_T) = 2/3 ln((2/3)/0.622459)
+    + 1/3 ln((1/3)/0.377541) = 0.0042295; CE = ln(1 + e^-1) = 0.3132617;
+    L = 0.3 * 4 * 0.0042295 + 0.7 * 0.3132617 = 0.2243586. KL's direction matters:
+    KL(q_T || p_T) = 0.0043090 would give 0.2244540; without T^2, 0.2205524."""
+    import torch
+
+    from bbox_lfm.students import distillation_loss
+
+    t = torch.log(torch.tensor([[0.8, 0.2]]))
+    loss = distillation_loss(torch.tensor([[1.0, 0.0]]), t, torch.tensor([0]), temperature=2.0, alpha=0.3)
+    assert float(loss) == pytest.approx(0.2243586, abs=2e-6)
+
+
+def test_minilm_ft_gold_only_minibatch_keeps_its_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With teacher answers and gold labels in the transfer set, a minibatch holding only gold rows
+    weighs its cross-entropy 1 - alpha, as a mixed one does (before the fix: 1)."""
+    import torch
+    import torch.nn.functional as F
+
+    from bbox_lfm.students import minilm
+
+    seen: list[tuple[Any, Any, Any, float]] = []
+    real = minilm.distillation_loss
+
+    def spy(logits: Any, t: Any, y: Any, **kw: Any) -> Any:
+        loss = real(logits, t, y, **kw)
+        seen.append((logits.detach(), t, y, float(loss)))
+        return loss
+
+    monkeypatch.setattr(minilm, "distillation_loss", spy)
+    texts = ["a fine film", "a dull film", "great acting", "awful plot"]
+    nan = float("nan")
+    t = np.array([[-0.1, -2.3], [-2.3, -0.1], [nan, nan], [nan, nan]])
+    y = np.array([-1, -1, 1, 0])
+    make_student("minilm-ft", epochs=1, batch_size=1, alpha=0.3, max_length=16, seed=0).fit(
+        texts, teacher_logprobs=t, gold=y)
+    gold_only = [(logits, yy, loss) for logits, tt, yy, loss in seen if bool(torch.isnan(tt).all())]
+    assert len(gold_only) == 2
+    for logits, yy, loss in gold_only:
+        assert loss == pytest.approx(0.7 * float(F.cross_entropy(logits, yy)), rel=1e-5)
 
 
 # -- the student learns the teacher's rule -------------------------------------------------------------
@@ -299,3 +345,33 @@ def test_local_teacher_tiny_budget(local_client: Any, tmp_path: Any) -> None:
                                                          progress=False)
     assert again.budget_spent_["sequences"] == 0
     np.testing.assert_array_equal(again.teacher_logprobs_, m.teacher_logprobs_)
+
+
+# -- the student beside its teacher ---------------------------------------------------------------
+
+def test_student_beside_its_teacher_live_then_replayed(data: tuple[list[str], list[str]], tmp_path: Any) -> None:
+    pool, test = data
+    task = toy_task(pool, test)
+    client, adapter = mock_client(teacher_handler())
+    adapter.latency_s = 0.02  # the teacher takes 20 ms an answer
+    m = Distill(budget=40, rounds=2, seed=0).fit(client, task, progress=False)
+    examples = task.split("test")[:12]
+    before = adapter.calls
+    live = student_vs_teacher(m, client, examples)
+    assert adapter.calls - before == 12 and not live.teacher_cached
+    truth = np.array([rule(ex.text) for ex in examples])
+    assert live.teacher_accuracy == 1.0  # the mock teacher is the rule
+    student = m.predict(client, examples, progress=False)
+    assert live.student_accuracy == pytest.approx(float(np.mean(student == truth)))
+    assert live.agreement == live.student_accuracy  # the teacher is always right here
+    assert live.teacher_s_per_example >= 0.02 and live.student_s_per_example > 0
+
+    # replayed: nothing sent, the teacher's recorded times reported; a loaded method needs its task
+    loaded = Distill.load(m.save(tmp_path / "m.json"))
+    with pytest.raises(Exception, match="task"):
+        student_vs_teacher(loaded, client, examples)
+    again = student_vs_teacher(loaded, client.with_cache_mode("replay"), examples, task=task)
+    assert adapter.calls - before == 12 and again.teacher_cached
+    assert again.teacher_s_per_example == live.teacher_s_per_example
+    assert (again.agreement, again.student_accuracy) == (live.agreement, live.student_accuracy)
+    assert again.to_json()["speedup"] == pytest.approx(again.teacher_s_per_example / again.student_s_per_example)

@@ -1,7 +1,7 @@
 """A toy provider answering every query a registered method sends, for the conformance suite.
 
 It stands in for bbox-lfm's server (profile ``bbox-lfm``): ``GET /models`` metadata, label-word
-scores (``label_words``), top-k logprobs, generated text (completions and chat) and
+scores (``label_words``), next-token distributions (``next_token_logprobs``), top-k logprobs, generated text (completions and chat) and
 hidden-state statistics (the ``hidden_stats`` query, ``POST /bbox/hidden_stats``). Every answer is a deterministic function of the whole query (text,
 soft or deep prompt, sampling settings), so different prompts get different scores, a rerun gets
 the same ones, and nothing depends on timing. A method that needs another route or extension
@@ -31,6 +31,31 @@ def _rng(*parts: Any) -> np.random.Generator:
 
 def _log_softmax(s: np.ndarray) -> np.ndarray:
     return s - np.logaddexp.reduce(s)
+
+
+VOCAB = 64  # the toy model's vocabulary (next_token_logprobs)
+
+
+def _next_token(text: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The ``next_token_logprobs`` extension's answer: a distribution over ``VOCAB`` tokens that
+    depends on the text only (so the full answer and an ``ids`` answer agree), float16 base64."""
+    import base64
+
+    lp = _log_softmax(_rng("next", text).normal(0.0, 2.0, VOCAB))
+    ids = spec.get("ids")
+    if ids is None and spec.get("top_n") is not None:
+        ids = np.argsort(-lp, kind="stable")[: spec["top_n"]].tolist()
+    values = lp if ids is None else lp[np.asarray(ids)]
+
+    def b64(a: np.ndarray) -> str:
+        return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
+
+    out = {"position": 0, "vocab_size": VOCAB, "n": len(values), "dtype": "float16", "logprobs": b64(
+        values.astype("<f2")), "ids": None if ids is None else b64(np.asarray(ids).astype("<i4")),
+           "mass": float(np.exp(values).sum())}
+    if spec.get("ids") is not None:
+        out["tokens"] = [f"t{i}" for i in spec["ids"]]
+    return out
 
 
 class ToyProvider(MockAdapter):
@@ -72,6 +97,8 @@ class ToyProvider(MockAdapter):
                         top = {w: float(v) for w, v in zip(self.words, scores)}
                         choice["logprobs"] = {"tokens": [word], "token_logprobs": [float(scores.max())],
                                               "top_logprobs": [top], "text_offset": [0]}
+                if "next_token_logprobs" in query.extra:
+                    choice["next_token_logprobs"] = _next_token(text, dict(query.extra["next_token_logprobs"]))
                 if "label_words" in query.extra:
                     words = query.extra["label_words"]
                     choice["label_logprobs"] = _log_softmax(_rng(text, extra, words).normal(0.0, 1.0, len(words))

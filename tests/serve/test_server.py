@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -185,15 +186,59 @@ def test_deep_prompt_of_zeros_changes_nothing(openai_client: Any, local_server: 
     )
 
 
+def _reference_layer_std(engine: Any, texts: list[str], clip: bool) -> list[float]:
+    """Per-layer std of the hidden states entering each decoder layer, from transformers' own
+    ``output_hidden_states`` (one unpadded pass per text), clipped by an independent loop."""
+    import torch
+
+    states: list[list[torch.Tensor]] = []
+    for text in texts:
+        ids = torch.tensor([engine.encode(text, specials=True)], device=engine.device)
+        with torch.inference_mode():
+            out = engine.model(input_ids=ids, output_hidden_states=True)
+        states.append([h[0].double().cpu() for h in out.hidden_states[:-1]])  # entering layers 0..L-1
+    result = []
+    for layer in range(len(states[0])):
+        x = torch.cat([s[layer].flatten() for s in states])
+        for _ in range(5 if clip else 0):
+            mean, std = float(x.mean()), float(x.std(unbiased=False))
+            x = torch.clamp(x, mean - 3 * std, mean + 3 * std)
+        result.append(float(x.std(unbiased=False)))
+    return result
+
+
 def test_hidden_stats(local_server: LocalServer) -> None:
     body = {"model": local_server.model_id, "input": PROMPTS[:2]}
     stats = post(local_server, "/bbox/hidden_stats", body).json()
     assert stats["object"] == "hidden_stats" and "leaks" in stats["note"]
-    assert len(stats["layer_std"]) == 30 and all(s > 0 for s in stats["layer_std"])
+    engine = local_server.app.service.engine
     raw = post(local_server, "/bbox/hidden_stats", {**body, "clip": False}).json()
-    # Clipping outliers can only shrink the spread.
-    assert all(c <= r + 1e-6 for c, r in zip(stats["layer_std"], raw["layer_std"]))
-    assert stats["n_tokens"] == sum(len(local_server.app.service.engine.encode(p, specials=True)) for p in PROMPTS[:2])
+    # the values themselves, against transformers' hidden states (float32: rounding only)
+    np.testing.assert_allclose(stats["layer_std"], _reference_layer_std(engine, PROMPTS[:2], True), rtol=1e-4)
+    np.testing.assert_allclose(raw["layer_std"], _reference_layer_std(engine, PROMPTS[:2], False), rtol=1e-4)
+    assert stats["n_tokens"] == sum(len(engine.encode(p, specials=True)) for p in PROMPTS[:2])
+
+
+def test_a_deep_prompt_reaches_its_own_layer_and_those_after(local_server: LocalServer) -> None:
+    """deep_prompt[l] is added to the hidden states entering layer l: with only layer 3 non-zero,
+    the statistics of layers 0..2 stay as without a prompt and layer 3 on move."""
+    from bbox_lfm.serve.engine import Sequence
+    from bbox_lfm.serve.tokenization import PromptTensors
+
+    engine = local_server.app.service.engine
+    L, n = engine.num_layers, 2
+    deep = np.zeros((L, n, engine.hidden_size), dtype=np.float32)
+    deep[3] = 5.0
+    prompt = PromptTensors(n=n, values=np.zeros((n, engine.hidden_size), dtype=np.float32),
+                           base_ids=tuple(range(1000, 1000 + n)), placeholder=None, deep=deep)
+    ids, start = engine.build(PROMPTS[0], specials=True, prompt=prompt, index=0)
+    plain = dataclasses.replace(prompt, deep=np.zeros_like(deep))
+    with_deep, _ = engine.hidden_stats([Sequence(ids, 1, engine.soft_span(prompt, start))], clip=False)
+    without, _ = engine.hidden_stats([Sequence(ids, 1, engine.soft_span(plain, start))], clip=False)
+    np.testing.assert_allclose(with_deep[:3], without[:3], rtol=1e-6)
+    moved = [abs(a - b) / b for a, b in zip(with_deep, without)]
+    assert moved[3] > 1e-3, moved
+    assert all(m > 1e-6 for m in moved[4:]), moved
 
 
 def test_concurrent_requests_equal_sequential(openai_client: Any, local_server: LocalServer) -> None:
