@@ -17,7 +17,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlparse
@@ -25,11 +24,13 @@ from urllib.parse import urlparse
 from .adapters.base import Sender
 from .budget import Budget, charge_calls
 from .errors import CapabilityError, ConfigError, check
+from .fanout import fan_out
 from .layers.budget import BudgetLayer
 from .layers.cache import CACHE_MODES, CacheLayer
 from .layers.ratelimit import RateLimitLayer
 from .layers.retry import RetryLayer
 from .profiles import ProviderProfile, load_profile, probed_profile
+from .stores.base import Store
 from .types import Capabilities, Query, Response
 
 if TYPE_CHECKING:
@@ -78,7 +79,8 @@ class Client:
 
     def __init__(self, base_url: str | None = None, *, api_key: str | None = None, model: str | None = None,
                  provider: str | ProviderProfile | None = None, budget: Budget | None = None,
-                 cache: Any = None, cache_mode: str | None = None, max_concurrency: int = 16,
+                 cache: Store | str | os.PathLike[str] | None = None, cache_mode: str | None = None,
+                 max_concurrency: int = 16,
                  timeout: float = 120.0, max_attempts: int = 6, adapter: Sender | None = None,
                  cache_namespace: str | None = None, probed: bool = True, embeddings: Any = None,
                  requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
@@ -154,8 +156,10 @@ class Client:
         return PLACEHOLDER_KEY
 
     @staticmethod
-    def _open_store(cache: Any) -> Any:
+    def _open_store(cache: Store | str | os.PathLike[str] | None) -> Store:
         if cache is not None and not isinstance(cache, (str, os.PathLike)):
+            check(isinstance(cache, Store), "cache", "a store (bbox_lfm.stores.Store), a path or None",
+                  type(cache).__name__)
             return cache
         from .stores.sqlite import SQLiteStore, default_cache_path
 
@@ -242,17 +246,15 @@ class Client:
         If any query fails, the others still finish (their answers are cached) and the first
         failure in query order is raised.
         """
-        queries = list(queries)
-        workers = min(max_concurrency or self.max_concurrency, len(queries))
-        if workers <= 1:
-            return [self.send(q) for q in queries]
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bbox-lfm") as pool:
-            futures = [pool.submit(self.send, q) for q in queries]
-            errors = [f.exception() for f in futures]
-        for exc in errors:
-            if exc is not None:
-                raise exc
-        return [f.result() for f in futures]
+        return self.fan_out(self.send, queries, max_concurrency=max_concurrency)
+
+    def fan_out(self, fn: Callable[[Any], Any], items: Sequence[Any], *, max_concurrency: int | None = None,
+                settle: bool = False, name: str = "bbox-lfm", on_done: Callable[[], None] | None = None) -> list[Any]:
+        """``fn(item)`` for every item on a thread pool (at most ``max_concurrency``, default the
+        client's), results in order; every item finishes, then the first error is raised (or, with
+        ``settle``, every ``(result, error)`` is returned). See :func:`bbox_lfm.fanout.fan_out`."""
+        return fan_out(fn, items, max_workers=max_concurrency or self.max_concurrency, settle=settle, name=name,
+                       on_done=on_done)
 
     def score(self, prompts: Sequence[str], label_words: Sequence[str], *,
               extra: Mapping[str, Any] | None = None, strategy: str = "auto", endpoint: str = "completions",
@@ -295,6 +297,20 @@ class Client:
             for b in self._hit_budgets:
                 b.refund_call()
             raise
+
+    def classify(self, inputs: Any, *, model: str | None = None, output: str = "probabilities") -> Any:
+        """Ask a classifier model about every row of ``inputs`` in ONE request: one call in every
+        budget, answered from the cache or not.
+
+        Returns a float array: ``[rows, classes]`` probabilities or logits, or ``[rows]`` class
+        indices for ``output="top1"``. The provider profile's ``classify`` capability says the
+        most revealing output it answers; asking for more raises :class:`CapabilityError` before
+        anything is sent.
+        """
+        from .classify import classify
+
+        with self._call():
+            return classify(self, inputs, model=model, output=output)
 
     # -- provider facts -----------------------------------------------------------------------
 

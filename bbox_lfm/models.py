@@ -4,9 +4,9 @@ The one place where a local model is loaded: the server (:mod:`bbox_lfm.serve`) 
 :func:`load_model` returns, and methods that run a model in-process (RLPrompt's policy) load
 theirs here too, so neither imports the other.
 
-De-quantizing a GGUF with transformers takes 20-30 s on a small CPU, most of it parsing the
-vocabulary metadata, so the first load saves the de-quantized float32 weights (safetensors)
-and tokenizer under the cache directory and later loads read those (about 2 s).
+De-quantizing a GGUF with transformers is slow (most of it parsing the vocabulary metadata), so
+the first load saves the de-quantized float32 weights (safetensors) and tokenizer under the
+cache directory and later loads read those, an order of magnitude faster.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _models_root() -> Path:
     """``$BBOX_LFM_MODEL_DIR``, else ``models`` under the user cache directory.
 
     Not under ``$BBOX_LFM_CACHE_DIR``: that holds query caches, which tests point at a fresh
-    temporary directory per session, and converting the model each session costs 30 s.
+    temporary directory per session, and converting the model again each session is slow.
     """
     if env := os.environ.get("BBOX_LFM_MODEL_DIR"):
         return Path(env)

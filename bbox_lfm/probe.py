@@ -26,7 +26,7 @@ from .types import Capabilities, Query, Response
 __all__ = ["ProbeResult", "probe", "profile_toml", "write_probed_profile"]
 
 PROBE_PROMPT = "The capital of France is"
-_TOP_KS = (20, 10, 5, 1)  # asked in turn until one is accepted; 20 is OpenAI's chat ceiling
+_TOP_KS = (100, 20, 10, 5, 1)  # asked in turn until one is accepted; 20 is OpenAI's chat ceiling
 _BATCH_SIZES = (2, 16)
 
 
@@ -81,6 +81,14 @@ def _pick_model(listed: list[dict[str, Any]], model: str | None, base_url: str) 
                       f"(served: {ids[:20]})")
 
 
+def _honoured(k: int, got: int) -> int:
+    """The top-k a server honours when asked for ``k`` returned ``got`` tokens: ``k`` when it
+    returned more than the next smaller ask would have (llama-cpp-python returns 99 for 100:
+    two token ids that read the same share one key), else what it returned (a silent cap)."""
+    smaller = max([x for x in _TOP_KS if x < k], default=0)
+    return k if got > smaller else got
+
+
 def _top_count(resp: Response | None) -> int:
     if resp is None or not resp.choices or resp.choices[0].logprobs is None:
         return 0
@@ -103,13 +111,13 @@ def probe(client: Any, *, model: str | None = None) -> ProbeResult:
     caps["completions"] = caps["logprobs"] = False
     caps["max_top_logprobs"] = 0
     for k in _TOP_KS:
-        r = p.ask(Query(prompt=PROBE_PROMPT, max_tokens=1, logprobs=k))
+        r = p.ask(Query(prompt=(PROBE_PROMPT,), max_tokens=1, logprobs=k))
         if r is None:
             continue
         caps["completions"] = True
         got = _top_count(r)
         caps["logprobs"] = got > 0
-        caps["max_top_logprobs"] = min(k, got)
+        caps["max_top_logprobs"] = _honoured(k, got)
         ev["max_top_logprobs"] = f"completions logprobs={k} returned {got} top tokens"
         break
     else:
@@ -119,7 +127,7 @@ def probe(client: Any, *, model: str | None = None) -> ProbeResult:
     caps["echo"] = False
     caps["echo_max_tokens"] = 0
     if caps["completions"]:
-        r0 = p.ask(Query(prompt=PROBE_PROMPT, max_tokens=0, echo=True, logprobs=1))
+        r0 = p.ask(Query(prompt=(PROBE_PROMPT,), max_tokens=0, echo=True, logprobs=1))
         if r0 is None:
             res.max_tokens_zero = "refused"
         else:
@@ -131,17 +139,36 @@ def probe(client: Any, *, model: str | None = None) -> ProbeResult:
         for m in (0, 1):
             if m == 0 and res.max_tokens_zero != "scores":
                 continue
-            r = r0 if m == 0 else p.ask(Query(prompt=PROBE_PROMPT, max_tokens=1, echo=True, logprobs=1))
+            r = r0 if m == 0 else p.ask(Query(prompt=(PROBE_PROMPT,), max_tokens=1, echo=True, logprobs=1))
             lp = r.choices[0].logprobs if r is not None and r.choices else None
             echoed = (r is not None and r.text.startswith(PROBE_PROMPT) and lp is not None
                       and len(lp.tokens) >= 2 + m)
-            if echoed:
+            if echoed and lp is not None:
                 caps["echo"] = True
                 caps["echo_max_tokens"] = m
                 ev["echo"] = f"echo with max_tokens={m} returned the prompt and its {len(lp.tokens) - m} tokens"
                 break
         else:
             ev["echo"] = "echo returned no prompt tokens"
+
+    # are the echoed log-probabilities log p(token | tokens before it)? Echo the prompt followed by
+    # the most likely next token: its echoed value must be the one the top-k gave it
+    caps["echo_logprobs"] = False
+    if caps["echo"] and caps["logprobs"]:
+        r = p.ask(Query(prompt=(PROBE_PROMPT,), max_tokens=1, logprobs=1))
+        first = r.choices[0].logprobs if r is not None and _top_count(r) else None
+        top = first.top_logprobs[0] if first is not None else {}
+        if top:
+            token, value = max(top.items(), key=lambda kv: kv[1])
+            m = caps["echo_max_tokens"]
+            e = p.ask(Query(prompt=(PROBE_PROMPT + token,), max_tokens=m, echo=True, logprobs=1))
+            lp = e.choices[0].logprobs if e is not None and e.choices else None
+            if e is not None and lp is not None and len(lp.tokens) > m:
+                last = (e.usage.prompt_tokens or len(lp.tokens) - m) - 1  # the prompt's last token
+                echoed_lp = lp.token_logprobs[last]
+                caps["echo_logprobs"] = echoed_lp is not None and abs(float(echoed_lp) - value) < 0.05
+                ev["echo_logprobs"] = (f"{token!r} after the prompt: top-k {value:.3f}, echoed "
+                                       f"{'-' if echoed_lp is None else f'{float(echoed_lp):.3f}'}")
 
     # a list of prompts in one request
     caps["max_batch"] = 1
@@ -167,7 +194,7 @@ def probe(client: Any, *, model: str | None = None) -> ProbeResult:
         caps["chat"] = True
         got = _top_count(r)
         caps["chat_logprobs"] = got > 0
-        caps["chat_max_top_logprobs"] = min(k, got)
+        caps["chat_max_top_logprobs"] = _honoured(k, got)
         ev["chat_max_top_logprobs"] = f"chat top_logprobs={k} returned {got}"
         break
     else:
@@ -201,8 +228,9 @@ def profile_toml(base: ProviderProfile, result: ProbeResult) -> str:
              f"name = {_toml_value(base.name)}", f"base_url = {_toml_value(result.base_url)}",
              f"api_key_env = {_toml_value(base.api_key_env)}",
              f"api_key_required = {_toml_value(base.api_key_required)}",
-             f"default_model = {_toml_value(base.default_model or (result.model if not result.model_named else ''))}"
-             + ("  # probed: the one model GET /models lists" if not result.model_named else ""),
+             f"default_model = {_toml_value(base.default_model)}"
+             + ("  # none: the one model the server lists is used at run time, and said so"
+                if not base.default_model else ""),
              f"source = {_toml_value(f'probed {result.base_url} at {when}')}",
              f"# served models: {result.models[:20]}", f"# max_tokens=0 with echo: {result.max_tokens_zero}",
              "", "[capabilities]"]

@@ -12,6 +12,14 @@ The strategy follows the provider's capabilities (``strategy="auto"``):
   The documented floor: a word missing from the top k gets the lowest log-probability among
   the returned tokens. That is an upper bound on its true value (it ranks below all of them),
   so missing words are never scored as impossible, and the number of such misses is reported.
+* ``echo`` -- the provider echoes a prompt's own token log-probabilities (legacy Completions
+  ``echo``: vLLM, llama.cpp): ``prompt + word`` is sent for every label word and the word's
+  score is the sum of its tokens' log-probabilities, read from the end of the echoed prompt.
+  Exact, multi-token words included, at one sequence per (prompt, word); ``max_tokens`` is the
+  profile's ``echo_max_tokens`` (llama.cpp generates one token, set aside).
+
+``auto`` takes ``exact`` where the provider has it, else ``echo`` where the echoed
+log-probabilities are right (``echo_logprobs``; Completions only), else ``topk``.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["STRATEGIES", "Scores", "score"]
 
-STRATEGIES = ("auto", "exact", "topk")
+STRATEGIES = ("auto", "exact", "topk", "echo")
 
 
 @dataclass(frozen=True)
@@ -91,7 +99,12 @@ def score(client: Client, prompts: Sequence[str], label_words: Sequence[str], *,
     prompts = list(prompts)
     caps = client.capabilities
     if strategy == "auto":
-        strategy = "exact" if caps.label_words else "topk"
+        echo = caps.echo and caps.echo_logprobs and caps.completions and endpoint == "completions"
+        strategy = "exact" if caps.label_words else ("echo" if echo else "topk")
+    if strategy == "echo":
+        if not (caps.echo and caps.completions) or endpoint != "completions":
+            raise CapabilityError("echo", client.profile.name, needed_by="echo scoring", hint="use strategy='topk'")
+        return _echo_scores(client, list(prompts), list(label_words), dict(extra or {}), max_concurrency)
     if strategy == "exact" and not caps.label_words:
         raise CapabilityError("label_words", client.profile.name, needed_by="exact scoring",
                               hint="use strategy='topk'")
@@ -139,3 +152,47 @@ def score(client: Client, prompts: Sequence[str], label_words: Sequence[str], *,
     if len(rows) != len(prompts):
         raise MalformedResponseError(f"expected {len(prompts)} scored prompts, got {len(rows)}")
     return Scores(np.asarray(rows, dtype=np.float64), strategy, misses, tuple(responses))
+
+
+def _word_logprob(choice: Any, word: str, end: int | None) -> float:
+    """Sum of the log-probabilities of the echoed tokens that spell ``word`` at the end of the
+    prompt, whose last token is ``end - 1`` (None: the last echoed token)."""
+    lp = choice.logprobs
+    if lp is None or not lp.tokens:
+        raise MalformedResponseError("the answer has no echoed prompt tokens; is echo supported?")
+    end = len(lp.tokens) if end is None else min(end, len(lp.tokens))
+    total, covered, i = 0.0, 0, end
+    while covered < len(word) and i > 0:
+        i -= 1
+        value = lp.token_logprobs[i]
+        if value is None:  # the first token of a sequence has no log-probability
+            raise MalformedResponseError(f"the label word {word!r} reaches the first token of the prompt")
+        total += float(value)
+        covered += len(lp.tokens[i])
+    if covered < len(word):
+        raise MalformedResponseError(f"the echoed tokens do not spell the label word {word!r}")
+    return total
+
+
+def _echo_scores(client: Client, prompts: list[str], words: list[str], extra: dict[str, Any],
+                 max_concurrency: int | None) -> Scores:
+    if not prompts:
+        return Scores(np.zeros((0, len(words))), "echo")
+    caps = client.capabilities
+    gen = max(0, caps.echo_max_tokens)
+    texts = [p + w for p in prompts for w in words]
+    batch = max(1, caps.max_batch) if gen == 0 else 1  # generated tokens are told apart per request
+    queries = [Query(prompt=tuple(texts[i:i + batch]), max_tokens=gen, echo=True, logprobs=1, extra=extra)
+               for i in range(0, len(texts), batch)]
+    responses = client.send_many(queries, max_concurrency=max_concurrency)
+    values: list[float] = []
+    for resp in responses:
+        # one prompt per request when a token is generated: the prompt ends at its prompt_tokens
+        # (servers differ on whether the generated token is in the echoed list)
+        end = resp.usage.prompt_tokens if gen and resp.usage.prompt_tokens else None
+        for choice in resp.choices:
+            values.append(_word_logprob(choice, words[len(values) % len(words)], end))
+    if len(values) != len(texts):
+        raise MalformedResponseError(f"expected {len(texts)} echoed sequences, got {len(values)}")
+    return Scores(np.asarray(values, dtype=np.float64).reshape(len(prompts), len(words)), "echo", 0,
+                  tuple(responses))

@@ -22,7 +22,8 @@ from typing import Any
 
 __all__ = ["dump", "load", "to_bundle"]
 
-LAYOUTS = {"baselines": "list", "bbt": "by_method", "bdpl": "by_variant_seed", "distill": "list"}
+LAYOUTS = {"baselines": "list", "bbt": "by_method", "bdpl": "by_variant_seed", "distill": "list",
+           "rlprompt": "by_variant_seed"}
 _PROVIDER = "bbox-lfm"  # every method benchmark so far ran against the local server
 
 
@@ -73,6 +74,10 @@ def to_bundle(doc: dict[str, Any], name: str | None = None) -> dict[str, Any]:
         for variant, seeds in native.items():
             for seed, r in seeds.items():
                 records.append(_record(r, [variant, seed], _core(doc, method="bdpl", label=f"bdpl ({variant})")))
+    elif name == "rlprompt":  # {task: {seed: run}}, the runs already whole results
+        for task, seeds in native.items():
+            for seed, r in seeds.items():
+                records.append(_record(r, [task, seed], _core(doc, method="rlprompt", task=task)))
     elif name == "distill":
         model = (doc.get("teacher") or {}).get("model") or ""
         for i, r in enumerate(native):

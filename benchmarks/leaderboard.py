@@ -89,8 +89,8 @@ def main() -> int:
     p.add_argument("--tasks", nargs="+", default=["sst2", "mr"])
     p.add_argument("--seeds", nargs="+", type=int, default=[13, 21, 42])
     p.add_argument("--budget", type=int, default=600, help="search calls of every prompt method (default 600)")
-    p.add_argument("--methods", nargs="+", default=None,
-                   help="prompt methods to run (default: every registered one: %(default)s)")
+    p.add_argument("--methods", nargs="*", default=None,
+                   help="prompt methods to run (default: every registered one; none: baselines only)")
     p.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=list(BASELINES))
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="a hyperparameter of one method, e.g. bbt.n_prompt_tokens=10 (named in the label)")
@@ -102,10 +102,12 @@ def main() -> int:
     p.add_argument("--out", default=str(HERE / "results" / "leaderboard.json"))
     p.add_argument("--max-concurrency", type=int, default=4)
     p.add_argument("--timeout", type=float, default=900.0, help="client timeout per request (s)")
+    p.add_argument("--merge", nargs="*", default=[], metavar="FILE",
+                   help="leaderboard files of other invocations (e.g. one method per process) whose runs join")
     p.add_argument("--dry-run", action="store_true", help="list the runs still missing and exit")
     args = p.parse_args()
 
-    methods = args.methods or prompt_methods()
+    methods = prompt_methods() if args.methods is None else args.methods
     unknown = [m for m in methods if m not in prompt_methods()]
     if unknown:
         raise SystemExit(f"--methods must be registered prompt methods {prompt_methods()}; got {unknown}")
@@ -114,6 +116,8 @@ def main() -> int:
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.is_file() else {}
     runs = {_key(r): r for r in previous.get("runs", [])}
+    for other in args.merge:  # runs measured by another process at the same settings
+        runs.update({_key(r): r for r in json.loads(Path(other).read_text()).get("runs", [])})
     tasks = {name: load_task(name) for name in args.tasks}
     plan = [(seed, name, lb, m) for seed in args.seeds for name in tasks
             for lb, m in entries(seed, args.budget, methods, args.baselines, sets)]
@@ -131,6 +135,12 @@ def main() -> int:
     missing = [{"task": n, "seed": s, "label": lb} for s, n, lb, _ in todo]
     if args.dry_run:
         print(json.dumps(missing, indent=1))
+        return 0
+    if not todo:  # nothing to measure: write what the files hold (merged runs, a fresh table)
+        first = next(iter(runs.values()), {})
+        write_result(out, bundle(list(runs.values()), missing, args, methods, sets, tasks, first.get("model"),
+                                 first.get("provider"), previous.get("wall_s_last_invocation", 0.0)))
+        print(leaderboard_table(list(runs.values())))
         return 0
 
     server = None
@@ -158,8 +168,8 @@ def main() -> int:
                       f"{result.dev['accuracy']}" + (f", start eval {result.extra['start']['eval']['accuracy']:.3f}"
                                                      f", kept {kept}" if kept else "")
                       + f"; {time.perf_counter() - t0:.0f} s", flush=True)
-                write_result(out, bundle(list(runs.values()), missing, args, methods, sets, tasks, client,
-                                         time.perf_counter() - t_start))
+                write_result(out, bundle(list(runs.values()), missing, args, methods, sets, tasks, client.model,
+                                         client.profile.name, time.perf_counter() - t_start))
     finally:
         if server is not None:
             server.stop()
@@ -168,9 +178,11 @@ def main() -> int:
 
 
 def bundle(runs: list[dict[str, Any]], missing: list[dict[str, Any]], args: argparse.Namespace, methods: list[str],
-           sets: dict[str, dict[str, Any]], tasks: dict[str, Any], client: Client, wall_s: float) -> dict[str, Any]:
+           sets: dict[str, dict[str, Any]], tasks: dict[str, Any], model: str | None, provider: str | None,
+           wall_s: float) -> dict[str, Any]:
     """The results file: every run (RunResult JSON), the set-up, what is missing, the table."""
-    return {"schema": SCHEMA_VERSION, "kind": "bundle", "benchmark": "leaderboard", "model": client.model, "provider": client.profile.name,
+    return {"schema": SCHEMA_VERSION, "kind": "bundle", "benchmark": "leaderboard", "model": model,
+            "provider": provider,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU",
             "budget": args.budget, "methods": methods, "baselines": args.baselines, "sets": sets,
             "starts": {n: start_point(t).to_json() for n, t in tasks.items()},

@@ -60,8 +60,9 @@ def notes(stderr: str) -> list[str]:
 
 def predictions(client: Client, task: Any, rows: list[Any]) -> list[int]:
     """The zero-shot predictions the eval command made, replayed from the cache (nothing sent)."""
-    method = get("zero-shot")(prompt="", template=task.template, label_words=task.label_words)
-    return [int(p) for p in method.predict(client.with_cache_mode("replay"), rows)]
+    replay = client.with_cache_mode("replay")
+    method = get("zero-shot")(prompt="", template=task.template, label_words=task.label_words).fit(replay, task)
+    return [int(p) for p in method.predict(replay, rows)]
 
 
 def main() -> int:

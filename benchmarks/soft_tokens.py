@@ -69,7 +69,7 @@ def main() -> int:
     train = [task.format(ex) for ex in split.train]
     eval_rows = subsample(task.split("eval"), args.eval_limit, 0)
     rng = np.random.default_rng(0)
-    out: dict[str, Any] = {"benchmark": "soft_tokens", "task": args.task, "seed": args.seed,
+    out: dict[str, Any] = {"schema": 1, "kind": "speed", "benchmark": "soft_tokens", "task": args.task, "seed": args.seed,
                            "template": task.template, "eval_limit": args.eval_limit,
                            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU",
                            "load_average_start": os.getloadavg()[0], "rows": []}

@@ -79,7 +79,8 @@ class EmbeddingTable:
         folder = str(p.parent if p.suffix == ".gguf" else p)
         tok = transformers.AutoTokenizer.from_pretrained(folder, **kw)
         model = transformers.AutoModelForCausalLM.from_pretrained(folder, **kw)
-        matrix = model.get_input_embeddings().weight.detach().float().numpy().copy()
+        embeddings: Any = model.get_input_embeddings()
+        matrix = embeddings.weight.detach().float().numpy().copy()
         del model
         return cls(lambda text, specials: tok(text, add_special_tokens=specials)["input_ids"], matrix)
 

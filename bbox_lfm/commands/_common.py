@@ -6,15 +6,49 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, overload
 
 from ..budget import Budget
 from ..client import Client
+from ..layers.cache import CACHE_MODES
 
-__all__ = ["LOCAL_REPLAY_URL", "add_client_args", "open_client", "print_json"]
+__all__ = ["LOCAL_REPLAY_URL", "Choices", "add_client_args", "open_client", "print_json"]
 
 LOCAL_REPLAY_URL = "http://127.0.0.1:9/v1"  # the discard port: a query that slipped through fails at once
+
+
+class Choices(Sequence[str]):
+    """argparse ``choices`` read from a registry (methods, students, a method's options) the first
+    time they are needed, to check a given value or to print help: the registry stays the one
+    list of names, and the CLI starts without importing what the registry imports."""
+
+    def __init__(self, load: Callable[[], Iterable[str]]) -> None:
+        self._load = load
+        self._names: tuple[str, ...] | None = None
+
+    def _all(self) -> tuple[str, ...]:
+        if self._names is None:
+            self._names = tuple(self._load())
+        return self._names
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._all()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        return self._all()[index]
 
 
 def add_client_args(p: argparse.ArgumentParser) -> None:
@@ -27,7 +61,7 @@ def add_client_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--provider", default=None, help="provider profile name or .toml path")
     g.add_argument("--model", default=None, help="model name (default: the profile's)")
     g.add_argument("--api-key", default=None, help="API key (better: the profile's key variable)")
-    g.add_argument("--cache-mode", default=None, choices=["off", "readwrite", "replay", "record"],
+    g.add_argument("--cache-mode", default=None, choices=CACHE_MODES,
                    help="cache mode (default readwrite)")
     g.add_argument("--cache", default=None, help="cache file (default $BBOX_LFM_CACHE_DIR/cache.sqlite)")
     g.add_argument("--max-concurrency", type=int, default=16, help="concurrent requests")

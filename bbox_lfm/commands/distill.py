@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CacheMiss, check
-from ._common import add_client_args, open_client
+from ._common import Choices, add_client_args, open_client
 from ._start import add_start_args, start_from_args
 from .eval import add_task_args, task_from_args
 
@@ -43,19 +43,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("distill", help="distil a queried teacher into a local MiniLM student; write results JSON")
     add_task_args(p)
     add_start_args(p, template_help="the teacher's template, with {text} (and {text_pair})")
-    p.add_argument("--student", default="minilm-head", choices=["minilm-head", "minilm-ft"], help="student model")
-    p.add_argument("--transfer", default="unlabeled", choices=["unlabeled", "synthetic", "both"],
-                   help="transfer set: unlabeled texts, teacher-written texts, or both")
+    p.add_argument("--student", default="minilm-head", choices=Choices(_students), metavar="STUDENT",
+                   help="student model: %(choices)s")
+    p.add_argument("--transfer", default="unlabeled", choices=Choices(lambda: _distill().TRANSFERS),
+                   metavar="TRANSFER", help="transfer set: unlabeled texts, teacher-written texts, or both "
+                                            "(%(choices)s)")
     p.add_argument("--unlabeled", default=None,
                    help="unlabeled texts: a .jsonl ({text[, text_pair]}) or .txt file (one a line); "
                         "default the task's train split with the labels hidden")
     p.add_argument("--budget-sequences", type=int, required=True, help="teacher sequences to spend")
-    p.add_argument("--selection", default="random", choices=["random", "active"], help="which texts to label")
+    p.add_argument("--selection", default="random", choices=Choices(lambda: _distill().SELECTIONS),
+                   metavar="SELECTION", help="which texts to label: %(choices)s")
     p.add_argument("--rounds", type=int, default=5, help="selection rounds")
     p.add_argument("--pool-size", type=int, default=4000, help="unlabeled texts considered (seeded sample)")
     p.add_argument("--gold-k", type=int, default=0, help="gold labels per class from the few-shot split (CE term)")
-    p.add_argument("--teacher-signal", default="auto", choices=["auto", "soft", "hard"],
-                   help="soft label-word scores, or hard labels parsed from generated text")
+    p.add_argument("--teacher-signal", default="auto", choices=Choices(lambda: _distill().SIGNALS),
+                   metavar="SIGNAL", help="soft label-word scores, or hard labels parsed from generated text "
+                                          "(%(choices)s)")
     p.add_argument("--seed", type=int, default=13, help="few-shot split and every random choice (default 13)")
     p.add_argument("--eval-limit", type=int, default=None, help="evaluate on a seeded subsample of N eval rows")
     p.add_argument("--speed-n", type=int, default=64, help="examples timed for teacher vs student speed (0: skip)")
@@ -63,6 +67,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_client_args(p)
     p.set_defaults(func=run)
+
+
+def _students() -> list[str]:
+    from ..students import STUDENTS
+
+    return sorted(STUDENTS)
+
+
+def _distill() -> Any:
+    from ..methods import distill
+
+    return distill
 
 
 def read_unlabeled(path: str | Path) -> list[Any]:

@@ -22,10 +22,14 @@ import sys
 from typing import Any
 
 from ..errors import CacheMiss, check
-from ._common import add_client_args, open_client, print_json
+from ._common import Choices, add_client_args, open_client, print_json
 from ._start import add_start_args, start_from_args
 
-BASELINES = ("zero-shot", "calibrated", "icl", "best-of-n")
+
+def _baselines() -> list[str]:
+    from ..methods.baselines import baseline_names
+
+    return baseline_names()
 
 
 def add_task_args(p: argparse.ArgumentParser) -> None:
@@ -50,8 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_task_args(p)
     add_start_args(p)
     p.add_argument("--prompt", default="", help="discrete prompt for the template's {prompt} slot (or prepended)")
-    p.add_argument("--method", default="zero-shot", choices=BASELINES,
-                   help="baseline to run (default zero-shot; calibrated = zero-shot with contextual calibration)")
+    p.add_argument("--method", default="zero-shot", choices=Choices(_baselines), metavar="METHOD",
+                   help="baseline to run: %(choices)s (default zero-shot; calibrated = zero-shot with contextual "
+                        "calibration)")
     p.add_argument("--calibrate", action="store_true",
                    help="contextual calibration for zero-shot or icl (three content-free prompts scored too)")
     p.add_argument("--k", type=int, default=4, help="demonstrations per class for --method icl")

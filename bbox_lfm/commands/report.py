@@ -136,7 +136,7 @@ def leaderboard_table(runs: Sequence[dict[str, Any]]) -> str:
         starts = [float(r["extra"]["start"]["eval"]["accuracy"]) for r in rs if "start" in (r.get("extra") or {})]
         gains = [float(r["extra"]["gain"]["eval_accuracy"]) for r in rs if "gain" in (r.get("extra") or {})]
         kept = [r["extra"]["selection"]["chosen"] == "start" for r in rs if "selection" in (r.get("extra") or {})]
-        ns = sorted({int(r["eval"].get("n", 0)) for r in rs})
+        ns = sorted({int(r["eval"].get("n") or 0) for r in rs})
         calls = _mean([_calls(r) for r in rs])
         seeds = ",".join(str(r.get("seed")) for r in sorted(rs, key=lambda r: str(r.get("seed"))))
         start = _mean(starts)
@@ -144,7 +144,7 @@ def leaderboard_table(runs: Sequence[dict[str, Any]]) -> str:
         rows.append(f"| {task} | {label} | {seeds} | {'/'.join(map(str, ns))} | {_pct(start)} | {_mean_std(accs)} | "
                     f"{'-' if gain is None else f'{100 * gain:+.1f}'} | "
                     f"{f'{sum(kept)}/{len(kept)}' if kept else '-'} | {0 if calls is None else calls:.0f} | "
-                    f"{_mean([float(r.get('wall_s', 0)) for r in rs]) or 0:.0f} |")
+                    f"{_mean([float(r['wall_s']) for r in rs if r.get('wall_s') is not None]) or 0:.0f} |")
     return "\n".join([head, *rows])
 
 

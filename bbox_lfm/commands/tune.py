@@ -29,7 +29,8 @@ import sys
 from typing import Any
 
 from ..errors import ConfigError
-from ._common import add_client_args, open_client
+from . import _zoo_tune
+from ._common import Choices, add_client_args, open_client
 from ._start import add_start_args, start_from_args
 from .eval import add_task_args, task_from_args
 
@@ -37,7 +38,8 @@ from .eval import add_task_args, task_from_args
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the command."""
     p = sub.add_parser("tune", help="tune a prompt with a method (bbt, bbtv2, bdpl, ...); write results JSON")
-    p.add_argument("method", help="a registered method name (see bbox_lfm.methods.names())")
+    p.add_argument("method", choices=Choices(_method_names), metavar="METHOD",
+                   help="a registered method: %(choices)s")
     add_task_args(p)
     add_start_args(p)
     p.add_argument("--seed", type=int, default=13, help="few-shot split and search seed (default 13)")
@@ -51,7 +53,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--out", required=True, help="results JSON path")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_client_args(p)
+    _zoo_tune.add_args(p)
     p.set_defaults(func=run)
+
+
+def _method_names() -> list[str]:
+    from ..methods import names
+
+    return names()
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
@@ -82,16 +91,18 @@ def run(args: argparse.Namespace) -> int:
     from ..methods.harness import run as run_method
     from ..results import write_result
 
+    sets = parse_sets(args.sets)
+    for fixed in ("budget", "seed"):
+        if fixed in sets:
+            raise ConfigError(f"--set {fixed}=... must not be used (use --{fixed}); got {sets[fixed]!r}")
+    if _zoo_tune.is_zoo_method(get(args.method)):
+        return _zoo_tune.run(args, get(args.method), sets)
     task = task_from_args(args)
     start = start_from_args(args, task)
     if start.extra:
         raise ConfigError(f"--prompt-from must give tune a text prompt to start from (a template, a discrete prompt); "
                           f"got a {'/'.join(start.extra)} from {args.prompt_from!r} (eval and distill use those)")
     task = start.apply(task)
-    sets = parse_sets(args.sets)
-    for fixed in ("budget", "seed"):
-        if fixed in sets:
-            raise ConfigError(f"--set {fixed}=... must not be used (use --{fixed}); got {sets[fixed]!r}")
     method = get(args.method)(budget=args.budget, seed=args.seed, **sets)
     with open_client(args) as client:
         client.require(*method.needs, needed_by=method.name)

@@ -17,12 +17,15 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..adapters.base import Sender
 from ..cachekey import cache_key, occurrence_query
 from ..errors import CacheMiss, check
 from ..types import Query, Response
+
+if TYPE_CHECKING:
+    from ..stores.base import Store
 
 __all__ = ["CACHE_MODES", "CacheLayer"]
 
@@ -49,7 +52,7 @@ CACHE_MODES = ("off", "readwrite", "replay", "record")
 class CacheLayer:
     """Answer from ``store`` where the mode allows; ``on_hit(response)`` is told of every hit."""
 
-    def __init__(self, inner: Sender, store: Any, *, mode: str = "readwrite", base_url: str = "",
+    def __init__(self, inner: Sender, store: Store, *, mode: str = "readwrite", base_url: str = "",
                  on_hit: Callable[[Response], None] | None = None):
         check(mode in CACHE_MODES, "cache_mode", f"one of {CACHE_MODES}", mode)
         self.inner = inner
@@ -57,10 +60,6 @@ class CacheLayer:
         self.mode = mode
         self.base_url = base_url
         self.on_hit = on_hit
-        self._note_hit = getattr(store, "note_hit", None)
-        self._note_miss = getattr(store, "note_miss", None)
-        get_response = getattr(store, "get_response", None)
-        self._get_response: Callable[[str], Any] = get_response or self._response_of_entry
         self._occurrences: dict[str, int] = {}
         self._occ_lock = threading.Lock()
         # single flight: one sender per key at a time, so that threads missing the same key at
@@ -76,18 +75,13 @@ class CacheLayer:
             self._occurrences[base] = k + 1
         return occurrence_query(query, k)
 
-    def _response_of_entry(self, key: str) -> Any:
-        entry = self.store.get(key)
-        return None if entry is None else entry["response"]
-
     def _hit(self, key: str) -> Response | None:
-        stored = self._get_response(key)
+        stored = self.store.get_response(key)
         if stored is None:
             return None
         # one construction: the stored JSON with the hit flag set
         hit = Response.from_json({**stored, "cache_hit": True})
-        if self._note_hit is not None:
-            self._note_hit(key)
+        self.store.note_hit(key)
         if self.on_hit is not None:
             self.on_hit(hit)
         return hit
@@ -118,11 +112,10 @@ class CacheLayer:
         hit = self._hit(key)
         if hit is not None:
             return hit
-        if self._note_miss is not None:
-            self._note_miss()
+        self.store.note_miss()
         if self.mode == "replay":
-            describe = getattr(self.store, "describe_miss", None)
-            where = f"; {describe()}" if describe is not None else ""
+            described = self.store.describe_miss()
+            where = f"; {described}" if described else ""
             from ..stores.nearest import nearest_difference
 
             raise CacheMiss(key, query.describe() + where, nearest_difference(self.store, query, self.base_url))

@@ -25,7 +25,9 @@ M = TypeVar("M", bound="type[Method]")
 def register(cls: M) -> M:
     """Class decorator: add a method to the registry under ``cls.name``."""
     if cls.name in registry and registry[cls.name] is not cls:
-        raise ValueError(f"method name {cls.name!r} is registered twice")
+        from ..errors import ConfigError
+
+        raise ConfigError(f"method name must be unique; got {cls.name!r}, registered twice")
     registry[cls.name] = cls
     return cls
 

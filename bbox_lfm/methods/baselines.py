@@ -30,7 +30,7 @@ from ..tasks import Example, Task, fill, macro_f1, score_prompts
 from ..tasks.task import validate_template
 from .base import Method, register
 
-__all__ = ["ICL", "BestOfN", "Calibrated", "ZeroShot"]
+__all__ = ["ICL", "BestOfN", "Calibrated", "ZeroShot", "baseline_names"]
 
 
 class _TextPromptBaseline(Method):
@@ -271,9 +271,16 @@ class BestOfN(_TextPromptBaseline):
                 best, chosen = value, (template, words)
                 best_acc = acc
             self.curve_.append({"calls": i + 1, "dev_accuracy": best_acc})
-        self._set_prompt(*chosen, task)
+        self._set_prompt(chosen[0], chosen[1], task)
         self.budget_spent_ = search.budget.summary()
         # the dev split is what best-of-n searches on: its scoring is the search, counted above
         self.eval_spent_ = Budget().summary()
         return self
 
+
+
+def baseline_names() -> list[str]:
+    """The registered methods that are text-prompt baselines (no search of a prompt of their own)."""
+    from . import get, names
+
+    return [n for n in names() if issubclass(get(n), _TextPromptBaseline)]

@@ -48,7 +48,6 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import numpy as np
@@ -177,11 +176,9 @@ class _Search:
                 S = apply_calibration(S, sc.logprobs[len(self.y):])
             return label_loss(S, self.y, self.m.loss, self.m.margin)
 
-        with ThreadPoolExecutor(max_workers=max(1, min(len(Zs), self.concurrency)), thread_name_prefix="bbt") as pool:
-            futures = [pool.submit(one, Z) for Z in Zs]
-            errors = [f.exception() for f in futures]
-        answered = [(Z, f.result()) for Z, f, e in zip(Zs, futures, errors) if e is None]
-        for e in errors:
+        outcomes = self.search.fan_out(one, Zs, max_concurrency=self.concurrency, settle=True, name="bbt")
+        answered = [(Z, loss) for Z, (loss, e) in zip(Zs, outcomes) if e is None]
+        for _, e in outcomes:
             if e is not None and not isinstance(e, BudgetExhausted):
                 raise e
         for Z, loss in answered:

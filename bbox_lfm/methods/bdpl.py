@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -366,13 +365,8 @@ class BDPL(Method):
         y = np.array([ex.label for ex in train])
         workers = max(1, min(len(S), concurrency))
         inner = max(1, concurrency // workers)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bdpl") as pool:
-            futures = [pool.submit(self._score, search, self._prompt(s), train, inner) for s in S]
-            errors = [f.exception() for f in futures]
-        for exc in errors:
-            if exc is not None:
-                raise exc
-        scores = [f.result() for f in futures]
+        scores = search.fan_out(lambda s: self._score(search, self._prompt(s), train, inner), S,
+                                max_concurrency=workers, name="bdpl")
         self.search_misses_ += sum(misses for _, misses in scores)
         return [label_loss(S, y, self.loss, self.margin) for S, _ in scores]
 

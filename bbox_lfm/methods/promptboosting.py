@@ -379,26 +379,26 @@ class PromptBoosting(Method):
         dev_preds: list[np.ndarray] = []
         self.perfect_learner_ = False
         for r in range(self.n_rounds if dists else 0):
-            t = int(rng.integers(len(dists)))
-            P = dists[t]["train"]["P"]
+            tpl = int(rng.integers(len(dists)))
+            P = dists[tpl]["train"]["P"]
             lists = class_token_lists(screening_scores(P, y, w, K), self.k_)
             cands = candidate_verbalizers(lists)
             if len(cands) > MAX_CANDIDATES:
                 cands = cands[np.sort(rng.choice(len(cands), MAX_CANDIDATES, replace=False))]
             i, err, pred = weak_learner(P, y, w, cands)
             wrong = pred != y
-            step: dict[str, Any] = {"round": r, "template": t, "err": err, "candidates": len(cands)}
+            step: dict[str, Any] = {"round": r, "template": tpl, "err": err, "candidates": len(cands)}
             self.history_.append(step)
             if no_better_than_chance(err, K):                              # alpha <= 0: skip, weights stay
                 step["skipped"] = True
                 continue
             columns = cands[i]
-            keys = dists[t]["train"]["vocab"]
+            keys = dists[tpl]["train"]["vocab"]
             tokens = [int(c) for c in columns] if keys is None else [keys[int(c)] for c in columns]
             alpha = None if not wrong.any() else samme_alpha(err, K)
-            self.learners_.append({"template": t, "tokens": tokens, "alpha": alpha, "err": err,
+            self.learners_.append({"template": tpl, "tokens": tokens, "alpha": alpha, "err": err,
                                    "train_accuracy": float((~wrong).mean())})
-            dev_preds.append(dists[t]["dev"]["P"][:, columns].argmax(axis=1) if len(dev) else np.zeros(0, int))
+            dev_preds.append(dists[tpl]["dev"]["P"][:, columns].argmax(axis=1) if len(dev) else np.zeros(0, int))
             if alpha is None:                                             # err = 0: alpha = +inf
                 self.perfect_learner_ = True
                 why = "perfect learner (err = 0)"
@@ -415,7 +415,7 @@ class PromptBoosting(Method):
             if not len(dev):
                 break
             pred = vote(np.stack(dev_preds[:m]), [lr["alpha"] for lr in self.learners_[:m]], K)
-            mt = metrics_from_predictions(y_dev, pred, K)
+            mt = metrics_from_predictions(y_dev.tolist(), pred, K)
             self.curve_.append({"calls": len(self.templates_), "learners": m, "dev_accuracy": mt.accuracy,
                                 "dev_f1": mt.f1})
             if mt.get(metric) >= best:

@@ -33,9 +33,10 @@ and the best one is kept. The sampled prompt with the highest training reward is
 (``extra_["best_sampled"]``; not used for prediction), which tells what the samples found apart
 from what the policy learned.
 
-**Calls** are counted as for BBT and BDPL: one call = one prompt over the training batch, so a
-step of 16 prompts is 16 calls; a prompt sampled twice is a free cache hit that still counts
-(the search's own counter decides when to stop, so a rerun from the cache takes the same steps).
+**Calls** are counted as for BBT and BDPL: one call = one prompt over the training batch (one
+``client.score``), so a step of 16 prompts is 16 calls on every provider (``budget_spent`` gives
+the HTTP ``requests`` apart); a prompt sampled twice is a free cache hit that still counts (the
+search's own counter decides when to stop, so a rerun from the cache takes the same steps).
 Scores come from :meth:`bbox_lfm.Client.score`: exact label words on bbox-lfm's server, the top
 k elsewhere, with the floored label words counted (``misses``).
 
@@ -235,9 +236,10 @@ class Policy:
         import torch
         from torch import nn
 
-        mlp = nn.Sequential(nn.Linear(H, hidden), nn.ReLU(), nn.Linear(hidden, H))
+        first, last = nn.Linear(H, hidden), nn.Linear(hidden, H)
+        mlp = nn.Sequential(first, nn.ReLU(), last)
         with torch.no_grad():
-            for layer in (mlp[0], mlp[2]):                              # near-zero init, as the official code
+            for layer in (first, last):                                 # near-zero init, as the official code
                 nn.init.xavier_uniform_(layer.weight, gain=1e-4, generator=self.generator)
                 layer.bias.fill_(-1e-4)
         return mlp.to(self.device)
@@ -400,7 +402,7 @@ class RLPrompt(Method):
         optimizer = torch.optim.Adam(policy.mlp.parameters(), lr=self.lr)
         y = np.array([ex.label for ex in split.train])
 
-        search = client.with_budget(Budget(calls=self.budget * self._requests_per_pass(client, len(split.train))))
+        search = client.with_budget(Budget(calls=self.budget))  # calls: prompts over the batch, any provider
         scorer = client.with_budget(Budget())
         self.curve_: list[dict[str, Any]] = []
         self.history_: list[dict[str, Any]] = []
@@ -496,11 +498,6 @@ class RLPrompt(Method):
                        f"(first at {c['first_sampled_step_calls']} calls)")
         return out
 
-    def _requests_per_pass(self, client: Any, n_examples: int) -> int:
-        if self.endpoint == "chat":
-            return n_examples
-        return math.ceil(n_examples / max(1, client.capabilities.max_batch))
-
     def _score(self, client: Any, prompt: str, examples: Sequence[Any], max_concurrency: int | None = None) -> Any:
         texts = [self.task_.format(ex, prompt=prompt) for ex in examples]
         return client.score(texts, self.task_.label_words, strategy=self.strategy, endpoint=self.endpoint,
@@ -590,8 +587,8 @@ class RLPrompt(Method):
         self.budget_spent_ = dict(state["budget_spent"])
         self.eval_spent_ = dict(state["eval_spent"])
         self.extra_ = dict(state["extra"])
-        self.misses_ = int(self.extra_.get("misses", 0))
-        self.calls_ = int(self.extra_.get("calls", 0))
+        self.misses_ = int(state["extra"].get("misses", 0))
+        self.calls_ = int(state["extra"].get("calls", 0))
 
 
 def _one_token(ids: Sequence[int]) -> bool:

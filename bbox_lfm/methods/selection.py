@@ -47,7 +47,7 @@ def uncertainty(proba: np.ndarray, kind: str = "entropy") -> np.ndarray:
     return 1.0 - (top2[:, 1] - top2[:, 0])
 
 
-def k_center_greedy(emb: np.ndarray, candidates: Sequence[int], centers: Sequence[int], m: int,
+def k_center_greedy(emb: np.ndarray, candidates: Sequence[int] | np.ndarray, centers: Sequence[int], m: int,
                     rng: np.random.Generator) -> list[int]:
     """Pick ``m`` of ``candidates`` by k-center greedy: repeatedly the one farthest from every
     center chosen so far, i = argmax_j min_c ||e_j - e_c|| (the first at random when there are no
@@ -70,7 +70,7 @@ def k_center_greedy(emb: np.ndarray, candidates: Sequence[int], centers: Sequenc
     return [int(cand[j]) for j in chosen]
 
 
-def k_means_medoids(emb: np.ndarray, candidates: Sequence[int], m: int, seed: int) -> list[int]:
+def k_means_medoids(emb: np.ndarray, candidates: Sequence[int] | np.ndarray, m: int, seed: int) -> list[int]:
     """Pick ``m`` of ``candidates``: cluster them into m groups (k-means) and take the member
     nearest each centroid -- diverse like k-center, but typical texts rather than outliers."""
     from sklearn.cluster import KMeans

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import check
 from ..models import DEFAULT_MODEL_ID, Device, Dtype
 
 __all__ = ["DEFAULT_MODEL_ID", "Device", "Dtype", "ServeConfig"]
@@ -14,10 +15,10 @@ class ServeConfig:
     """Everything that shapes one server process.
 
     ``model`` is None for the embedded SmolLM2 GGUF, a local Hugging Face model directory, or a
-    path to a ``.gguf`` file. ``dtype="auto"`` means float32: on the 2-core AVX2 CPU this was
-    built on (no AMX), bfloat16 ran at 0.15-0.55x the speed of float32 and its log-probabilities
-    differed by up to 0.39 nats (0.10 on label words), beyond the 0.05 tolerance we accept for a
-    default (``benchmarks/server.py`` measures both).
+    path to a ``.gguf`` file. ``dtype="auto"`` means float32: on a CPU without bfloat16 matrix
+    units bfloat16 is slower than float32 and moves log-probabilities beyond the tolerance
+    accepted for a default (``benchmarks/server.py`` measures both; docs/benchmarks.md has the
+    figures).
     ``batch_window_ms=0`` switches cross-request batching off; ``max_batch`` caps the rows of
     one forward pass (1 = every sequence alone).
     """
@@ -34,19 +35,16 @@ class ServeConfig:
     max_batch: int = 64
     max_body_bytes: int = 64 * 1024 * 1024
     tokenizer_cache_size: int = 65536
+    #: a zoo folder of classifier models to serve (``bbox-lfm zoo build``); ``lm=False`` serves it alone
+    zoo: str | None = None
+    lm: bool = True
 
     def __post_init__(self) -> None:
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be one of auto, cpu, cuda; got {self.device!r}")
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"dtype must be one of auto, float32, bfloat16; got {self.dtype!r}")
-        if self.max_logprobs < 0:
-            raise ValueError(f"max_logprobs must be >= 0; got {self.max_logprobs}")
-        if self.batch_window_ms < 0:
-            raise ValueError(f"batch_window_ms must be >= 0; got {self.batch_window_ms}")
-        if self.max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1; got {self.max_batch}")
-        if self.max_body_bytes < 1:
-            raise ValueError(f"max_body_bytes must be >= 1; got {self.max_body_bytes}")
-        if not 0 <= self.port < 65536:
-            raise ValueError(f"port must be in 0..65535; got {self.port}")
+        check(self.device in ("auto", "cpu", "cuda"), "device", "one of auto, cpu, cuda", self.device)
+        check(self.dtype in ("auto", "float32", "bfloat16"), "dtype", "one of auto, float32, bfloat16", self.dtype)
+        check(self.max_logprobs >= 0, "max_logprobs", ">= 0", self.max_logprobs)
+        check(self.batch_window_ms >= 0, "batch_window_ms", ">= 0", self.batch_window_ms)
+        check(self.max_batch >= 1, "max_batch", ">= 1", self.max_batch)
+        check(self.max_body_bytes >= 1, "max_body_bytes", ">= 1", self.max_body_bytes)
+        check(self.lm or bool(self.zoo), "lm", "True unless a zoo is served", self.lm)
+        check(0 <= self.port < 65536, "port", "in 0..65535", self.port)

@@ -24,6 +24,11 @@ class MemoryStore:
         """The stored entry (``query``, ``response``, ...) or None."""
         return self._data.get(key)
 
+    def get_response(self, key: str) -> dict[str, Any] | None:
+        """Only the stored response of ``key``, or None."""
+        entry = self._data.get(key)
+        return None if entry is None else entry["response"]
+
     def put(self, key: str, entry: Mapping[str, Any]) -> None:
         """Store ``entry`` under ``key``, replacing any older one."""
         with self._lock:
@@ -32,6 +37,21 @@ class MemoryStore:
     def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Every entry, in key order."""
         return self.select(EntryFilter())
+
+    def queries(self, limit: int, *, model: str | None = None, base_url: str | None = None
+                ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Up to ``limit`` entries, those of ``model`` at ``base_url`` first."""
+        def first(item: tuple[str, dict[str, Any]]) -> bool:
+            query = item[1].get("query") or {}
+            return not (query.get("model") == model and item[1].get("base_url") == base_url)
+
+        with self._lock:
+            snapshot = sorted(self._data.items())
+        return iter(sorted(snapshot, key=first)[:limit])
+
+    def describe_miss(self) -> str:
+        """Nothing to add: the store lives in memory."""
+        return ""
 
     def select(self, where: EntryFilter) -> Iterator[tuple[str, dict[str, Any]]]:
         """Entries that pass ``where``, in key order."""

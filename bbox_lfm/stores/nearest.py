@@ -9,12 +9,14 @@ prompt prefix.
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..types import Query
+
+if TYPE_CHECKING:
+    from .base import Store
 
 __all__ = ["nearest_difference"]
 
@@ -95,18 +97,13 @@ def _show(a: Any, b: Any) -> tuple[str, str]:
     return short(a), short(b)
 
 
-def nearest_difference(store: Any, query: Query, namespace: str, *, limit: int = SCAN_LIMIT) -> str | None:
+def nearest_difference(store: Store, query: Query, namespace: str, *, limit: int = SCAN_LIMIT) -> str | None:
     """``"the nearest recorded query differs in prompt[0] (recorded '...', asked '...')"``, or None
     when ``store`` holds no recorded query to compare with."""
     from ..layers.cache import compact
 
-    queries = getattr(store, "queries", None)
-    if queries is not None:  # a database: skip the responses, and look where a match is likeliest
-        rows: Iterator[tuple[str, Mapping[str, Any]]] = queries(limit, model=query.model, base_url=namespace)
-    elif hasattr(store, "items"):
-        rows = itertools.islice(store.items(), limit)
-    else:
-        return None
+    # the store skips the responses where it can, and looks first where a match is likeliest
+    rows: Iterator[tuple[str, Mapping[str, Any]]] = store.queries(limit, model=query.model, base_url=namespace)
     qjson = query.to_json()
     asked = _fields(namespace, {**qjson, "extra": compact(qjson["extra"])})
     asked_text = _text(asked)

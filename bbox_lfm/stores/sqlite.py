@@ -18,6 +18,7 @@ never an entry.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import json
 import os
@@ -97,6 +98,19 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in msg or "busy" in msg
 
 
+
+@contextlib.contextmanager
+def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE (the write lock at once, so no other writer slips in between a read and the
+    write that depends on it), COMMIT at the end of the block, ROLLBACK if it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
 class SQLiteStore:
     """Key -> JSON entry, safe for many threads and processes at once."""
 
@@ -172,8 +186,7 @@ class SQLiteStore:
                 self._set_wal(conn)  # a no-op on our files, which are WAL from their creation
                 return  # nothing to write: an existing cache is not touched by opening it
             self._set_wal(conn)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _write_transaction(conn):
                 # re-read inside the write lock: another process may have created it meanwhile
                 version = self._check_ours(conn)
                 if version == 0:
@@ -187,10 +200,6 @@ class SQLiteStore:
                     for stmt in _MIGRATE_2:
                         conn.execute(stmt)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         except sqlite3.DatabaseError as exc:
             raise self._translate(exc, "opened") from exc
 
@@ -300,6 +309,10 @@ class SQLiteStore:
         for key, value in cur:
             yield key, json.loads(value)
 
+    def describe_miss(self) -> str:
+        """Nothing to add: the key names the query, the message names the file."""
+        return ""
+
     def __len__(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM entries").fetchone()[0])
 
@@ -351,17 +364,12 @@ class SQLiteStore:
         now = time.time()
         try:
             conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _write_transaction(conn):
                 conn.executemany("UPDATE entries SET hits = hits + ?, last_hit_at = ? WHERE key = ?",
                                  [(n, now, k) for k, n in hits.items()])
                 if misses:
                     conn.execute("INSERT INTO counters (name, value) VALUES ('misses', ?)"
                                  " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (misses,))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         except sqlite3.DatabaseError as exc:
             raise self._translate(exc, "written") from exc
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -61,9 +60,10 @@ def score_prompts(client: Any, prompts: Sequence[str], label_words: Sequence[str
         bar.update(len(chunk))
         return scores
 
-    with ThreadPoolExecutor(max_workers=min(client.max_concurrency, len(chunks))) as pool:
-        results = list(pool.map(counted, chunks))
-    bar.close()
+    try:
+        results = client.fan_out(counted, chunks, name="scoring")
+    finally:
+        bar.close()
     logprobs = np.empty((len(prompts), len(label_words)))
     logprobs[order] = np.concatenate([r.logprobs for r in results])
     return logprobs, sum(r.misses for r in results)

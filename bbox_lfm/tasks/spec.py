@@ -167,8 +167,8 @@ def count_tokens(client: Any, words: Sequence[str]) -> list[int] | None:
     context ``"A"`` and ``"A" + word`` for every word; a word's count is the difference in echoed
     prompt tokens, so a BOS token or a chat wrapper cancels out. ``max_tokens`` is the profile's
     ``echo_max_tokens``: 0 where the server then scores the prompt only (bbox-lfm, vLLM), 1
-    where 0 means "no limit" (llama.cpp); the generated token is then set aside (the answer's
-    ``completion_tokens``, one prompt per request). Providers without ``echo`` (hosted chat
+    where 0 means "no limit" (llama.cpp); the count is then the answer's ``prompt_tokens``,
+    one prompt per request. Providers without ``echo`` (hosted chat
     APIs) cannot be asked, and None means "unchecked".
     """
     caps = client.capabilities
@@ -186,7 +186,9 @@ def count_tokens(client: Any, words: Sequence[str]) -> list[int] | None:
         for c in r.choices:
             if c.logprobs is None or not c.logprobs.tokens:
                 return None
-            lengths.append(len(c.logprobs.tokens) - (r.usage.completion_tokens if gen else 0))
+            # one prompt per request when a token is generated: its prompt_tokens is the count
+            # (servers differ on whether the generated token is in the echoed list)
+            lengths.append(r.usage.prompt_tokens if gen and r.usage.prompt_tokens else len(c.logprobs.tokens))
     if len(lengths) != len(prompts):
         return None
     return [n - lengths[0] for n in lengths[1:]]

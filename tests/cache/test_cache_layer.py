@@ -332,3 +332,18 @@ def test_stored_query_keeps_tensors_as_digests_only() -> None:
     assert entry["query"]["prompt"] == ["p"]
     assert c.send(q).cache_hit  # the key still covers the full tensor
     assert not c.send(Query(prompt="p", extra={"soft_prompt": {"shape": [1, 2], "data": "B" * 100_000}})).cache_hit
+
+
+def test_every_built_in_store_is_a_store_and_other_objects_are_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from bbox_lfm import Client
+    from bbox_lfm.errors import ConfigError
+    from bbox_lfm.stores import JSONLStore, MemoryStore, SQLiteStore, Store
+
+    sqlite = SQLiteStore(tmp_path / "c.sqlite")
+    try:
+        for store in (MemoryStore(), JSONLStore(tmp_path / "c.jsonl"), sqlite):
+            assert isinstance(store, Store)
+    finally:
+        sqlite.close()
+    with pytest.raises(ConfigError, match="cache must be a store"):
+        Client("http://127.0.0.1:9/v1", cache={"not": "a store"})  # type: ignore[arg-type]

@@ -144,11 +144,11 @@ def test_calls_are_the_methods_unit_apart_from_requests() -> None:
     c = Client("http://mock/v1", adapter=adapter, provider="llama-cpp", model="m", cache=MemoryStore(), budget=budget)
     assert c.capabilities.max_batch == 1
     inner = c.with_budget(Budget())
-    inner.score(["x1", "x2", "x3"], [" a", " b"])
-    inner.score(["x1", "x2", "x3"], [" a", " b"])  # answered from the cache: a call, no request
+    inner.score(["x1", "x2", "x3"], [" a", " b"], strategy="topk")
+    inner.score(["x1", "x2", "x3"], [" a", " b"], strategy="topk")  # from the cache: a call, no request
     for b in (budget, inner.budget):
         assert b.summary()["calls"] == 2 and b.summary()["requests"] == 3 and b.summary()["cache_hits"] == 3
     with pytest.raises(BudgetExhausted, match="calls") as e:
-        inner.score(["y"], [" a", " b"])
+        inner.score(["y"], [" a", " b"], strategy="topk")
     assert e.value.unit == "calls" and adapter.calls == 3
     assert inner.budget.summary()["calls"] == 2  # the refused call was given back everywhere

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,18 +52,27 @@ class LimitedProvider:
         for ext in ("label_words", "soft_prompt", "deep_prompt"):
             if ext in body and not caps.has(ext):
                 return _reject(f"unknown field {ext}")
+        if body.get("echo") and body.get("max_tokens") == 0 and caps.echo_max_tokens > 0:
+            return _reject("max_tokens=0 means no limit here; echo needs max_tokens >= 1")
         choices = []
-        for i, _ in enumerate(prompts):
+        generated = 0
+        for i, prompt in enumerate(prompts):
             choice: dict[str, Any] = {"index": i, "text": " good", "finish_reason": "length", "logprobs": None}
             if body.get("logprobs"):
-                choice["logprobs"] = {"tokens": [" good"], "token_logprobs": [-0.2], "text_offset": [0],
-                                      "top_logprobs": [{" good": -0.2, " bad": -1.8}]}
+                # echo: the prompt's words as tokens, then the generated one (if any)
+                tokens = (re.findall(r"\s*\S+", prompt) if body.get("echo") else []) + \
+                    ([" good"] if body.get("max_tokens") else [])
+                generated = 1 if body.get("max_tokens") else 0
+                choice["logprobs"] = {"tokens": tokens, "token_logprobs": [-0.2] * len(tokens),
+                                      "text_offset": list(range(len(tokens))),
+                                      "top_logprobs": [{" good": -0.2, " bad": -1.8}] * len(tokens)}
             if "label_words" in body:
                 choice["label_logprobs"] = [-1.8, -0.2]
             choices.append(choice)
         return httpx.Response(200, json={"id": "c", "object": "text_completion", "created": 0, "model": "m",
                                          "choices": choices,
-                                         "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}})
+                                         "usage": {"prompt_tokens": 3, "completion_tokens": generated,
+                                                   "total_tokens": 3 + generated}})
 
     def chat(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
@@ -126,3 +136,17 @@ def test_what_the_profile_lacks_is_refused_before_sending(provider: Any) -> None
         with pytest.raises(CapabilityError, match="label_words"):
             client.score(PROMPTS, WORDS, strategy="exact")
     assert fake.bodies == []
+
+
+def test_echo_is_used_only_where_the_profile_has_it(provider: Any) -> None:
+    """Token counting echoes the prompt with the profile's max_tokens (0, or 1 where 0 means no
+    limit); a profile without echo is not asked at all."""
+    from bbox_lfm.tasks.spec import count_tokens
+
+    profile, fake, client = provider
+    counts = count_tokens(client, [" great", " not bad"])
+    if profile.capabilities.echo and profile.capabilities.completions:
+        assert counts == [1, 2]
+        assert all(b["echo"] and b["max_tokens"] == profile.capabilities.echo_max_tokens for b in fake.bodies)
+    else:
+        assert counts is None and fake.bodies == []

@@ -35,13 +35,14 @@ class Behaviour:
     echo: str                  # "yes", "ignored" (answer without the prompt), "refused_with_logprobs"
     zero: str                  # max_tokens=0: "scores" (prompt only), "generates" (no limit), "refused"
     prompt_list: bool          # a list of prompts: one choice each
+    echo_shifted: bool = False  # echoed log-probabilities off by one position (llama-cpp-python 0.3)
 
 
 BEHAVIOURS = {
     # vLLM: --max-logprobs 20; echo with max_tokens=0 returns only the prompt; prompt lists
     "vllm": Behaviour(("Qwen/Qwen2.5-0.5B",), 20, 20, "yes", "scores", True),
     # llama-cpp-python's server: what test_llama_cpp_server.py found on the real one
-    "llama-cpp": Behaviour(("SmolLM2.gguf",), 20, 20, "yes", "generates", False),
+    "llama-cpp": Behaviour(("SmolLM2.gguf",), 100, 100, "yes", "generates", False, echo_shifted=True),
     # Ollama: top_logprobs up to 20; echo not a documented field; "prompt only accepts a string"
     "ollama": Behaviour(("llama3.2", "qwen2.5:0.5b"), 20, 20, "ignored", "generates", False),
     # OpenAI: Completions logprobs <= 5 and no echo with logprobs; Chat top_logprobs <= 20
@@ -86,7 +87,8 @@ class Emulator:
             echo = bool(body.get("echo")) and b.echo == "yes"
             toks = (_tokens(p) if echo else []) + [" w0"] * n_gen
             n_prompt += len(_tokens(p))
-            lp = None if k is None else {"tokens": toks, "token_logprobs": [-1.0] * len(toks),
+            value = -1.5 if echo and b.echo_shifted else -1.0  # the top-k says -1 for every token
+            lp = None if k is None else {"tokens": toks, "token_logprobs": [value] * len(toks),
                                          "top_logprobs": [_top(k) for _ in toks], "text_offset": [0] * len(toks)}
             choices.append({"index": i, "text": "".join(toks), "finish_reason": "length", "logprobs": lp})
         usage = {"prompt_tokens": n_prompt, "completion_tokens": n_gen * len(prompts)}
@@ -115,7 +117,7 @@ class Emulator:
 
 
 PROBED = ("completions", "logprobs", "max_top_logprobs", "chat_logprobs", "chat_max_top_logprobs", "echo",
-          "echo_max_tokens", "max_batch")
+          "echo_max_tokens", "echo_logprobs", "max_batch")
 
 
 @pytest.mark.parametrize("name", sorted(BEHAVIOURS))
@@ -133,7 +135,7 @@ def test_probe_finds_the_shipped_profile(name: str, tmp_path, monkeypatch) -> No
     if found["max_batch"] > 1:  # the probe tries lists of 2 and 16; the profile may allow more
         expected["max_batch"] = min(expected["max_batch"], 16)
     assert found == expected
-    assert result.requests <= 12 and all(b.get("max_tokens", 0) <= 1 for b in emu.bodies)
+    assert result.requests <= 15 and all(b.get("max_tokens", 0) <= 1 for b in emu.bodies)
     assert result.model_named == (MODEL[name] is not None)
     path = write_probed_profile(load_profile(name), result)
     assert path == probed_profile_path(BASE) and probed_profile(BASE).capabilities.echo == shipped.echo
@@ -148,7 +150,8 @@ def test_token_counting_and_scoring_follow_the_profile(name: str, monkeypatch) -
         with Client(BASE, provider=name, cache_mode="off", model=MODEL[name]) as client:
             counts = count_tokens(client, [" positive", " very negative"])
             endpoint = "completions" if client.capabilities.logprobs else "chat"
-            scores = client.score(["a b", "c d", "e f"], [" w1", " w3"], endpoint=endpoint)
+            scores = client.score(["a b", "c d", "e f"], [" w1", " w3"], endpoint=endpoint, strategy="topk")
+            auto = client.score(["a b", "c d"], [" w1", " w3 w4"])
             chat = client.score(["a b"], [" w1", " w3"], endpoint="chat")
     prof = load_profile(name).capabilities
     if prof.echo:
@@ -158,6 +161,10 @@ def test_token_counting_and_scoring_follow_the_profile(name: str, monkeypatch) -
     else:
         assert counts is None and not any(b.get("echo") for b in emu.bodies)
     assert scores.logprobs.shape == (3, 2) and scores.misses == 0
+    # with echo, scores are exact: prompt + word echoed, the word's tokens summed (-1 each here)
+    assert auto.strategy == ("echo" if prof.echo_logprobs else "topk")
+    if prof.echo_logprobs:
+        assert auto.logprobs.tolist() == [[-1.0, -2.0], [-1.0, -2.0]] and auto.misses == 0
     asked = [b for b in emu.bodies if "logprobs" in b and "messages" not in b and not b.get("echo")]
     assert all(b["logprobs"] == prof.max_top_logprobs for b in asked)
     assert all(len([b["prompt"]] if isinstance(b["prompt"], str) else b["prompt"]) <= prof.max_batch for b in asked)

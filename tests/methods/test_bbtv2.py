@@ -96,17 +96,17 @@ def test_hidden_stats_request_goes_through_the_clients_layers() -> None:
     stats = {"object": "hidden_stats", "model": "m", "layer_std": [0.5, 1.0, 1.5], "n_tokens": 12}
     route = respx.post(f"{base}/bbox/hidden_stats").mock(side_effect=[
         httpx.Response(503, json={"error": {"message": "busy"}}), httpx.Response(200, json=stats)])
-    budget = Budget(calls=5)
+    budget = Budget(requests=5)
     with Client(base, provider="bbox-lfm", model="m", cache=MemoryStore(), budget=budget,
                 sleep=lambda s: None) as client:
         assert hidden_stats(client, ["a good film", "a bad film"], None) == [0.5, 1.0, 1.5]
         assert route.call_count == 2
         assert json.loads(route.calls.last.request.content) == {"model": "m", "input": ["a good film", "a bad film"],
                                                                  "clip": True}
-        assert budget.summary()["calls"] == 1 and budget.summary()["retries"] == 1
+        assert budget.summary()["requests"] == 1 and budget.summary()["retries"] == 1
         assert hidden_stats(client, ["a good film", "a bad film"], None) == [0.5, 1.0, 1.5]
         assert route.call_count == 2 and budget.summary()["cache_hits"] == 1
-    with Client(base, provider="bbox-lfm", model="m", cache=MemoryStore(), budget=Budget(calls=0),
+    with Client(base, provider="bbox-lfm", model="m", cache=MemoryStore(), budget=Budget(requests=0),
                 sleep=lambda s: None) as client, pytest.raises(BudgetExhausted):
         hidden_stats(client, ["x"], None)
     assert route.call_count == 2

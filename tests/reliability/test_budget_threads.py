@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -45,20 +46,21 @@ class SlowFlakyProvider:
                         cost_usd=cost)
 
 
-def _hammer(client: Client, queries: list[Query]) -> int:
-    """Every thread sends every query (shuffled its own way); returns answers received."""
+def _hammer(client: Client, groups: list[tuple[str, ...]]) -> int:
+    """Every thread generates for every group of prompts (one call each, shuffled its own way);
+    returns the calls that were answered (from the provider or the cache)."""
     barrier = threading.Barrier(THREADS)
     got = Counter[int]()
     lock = threading.Lock()
 
     def worker(i: int) -> None:
-        mine = list(queries)
+        mine = list(groups)
         random.Random(i).shuffle(mine)
         barrier.wait()
         n = 0
-        for q in mine:
+        for prompts in mine:
             try:
-                client.send(q)
+                client.generate(list(prompts), max_tokens=1)
                 n += 1
             except BudgetExhausted:
                 continue
@@ -73,25 +75,33 @@ def _hammer(client: Client, queries: list[Query]) -> int:
     return sum(got.values())
 
 
-@pytest.mark.parametrize("limits", [
-    {"calls": 1}, {"calls": 37}, {"sequences": 50}, {"tokens": 400}, {"cost_usd": 0.0009},
-    {"calls": 30, "sequences": 45, "tokens": 600, "cost_usd": 0.002},
-])
-def test_no_limit_is_overshot_and_no_query_is_answered_twice(limits: dict[str, float]) -> None:
+def run_limits(limits: dict[str, float], n_groups: int = 60) -> dict[str, Any]:
+    """64 threads under ``limits``; what the provider answered, the calls answered, the budget."""
     provider = SlowFlakyProvider()
     budget = Budget(**limits)
-    adapter = MockAdapter(provider, latency_s=0.002)
-    queries = [Query(prompt=tuple(f"q{i}-{k}" for k in range(1 + i % 3)), max_tokens=1) for i in range(60)]
-    with Client("http://mock/v1", adapter=adapter, provider="openai", model="gpt-4o", api_key="sk-x",
-                cache=MemoryStore(), budget=budget, sleep=lambda s: None) as client:
-        received = _hammer(client, queries)
-    spent = {"calls": sum(provider.answered.values()),
+    groups = [tuple(f"q{i}-{k}" for k in range(1 + i % 3)) for i in range(n_groups)]
+    with Client("http://mock/v1", adapter=MockAdapter(provider, latency_s=0.002), provider="openai", model="gpt-4o",
+                api_key="sk-x", cache=MemoryStore(), budget=budget, sleep=lambda s: None) as client:
+        calls = _hammer(client, groups)
+    spent = {"calls": calls, "requests": sum(provider.answered.values()),
              "sequences": sum(len(p) * n for p, n in provider.answered.items()),
-             "tokens": provider.tokens, "cost_usd": provider.cost}
+             "tokens": provider.tokens, "dollars": provider.cost}
+    return {"spent": spent, "provider": provider, "budget": budget}
+
+
+LIMITS = [{"calls": 1}, {"calls": 37}, {"requests": 1}, {"requests": 40}, {"sequences": 50}, {"tokens": 400},
+          {"dollars": 0.0009}, {"calls": 500, "requests": 30, "sequences": 45, "tokens": 600, "dollars": 0.002}]
+
+
+@pytest.mark.parametrize("limits", LIMITS, ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
+def test_no_limit_is_overshot_and_no_query_is_answered_twice(limits: dict[str, float]) -> None:
+    out = run_limits(limits)
+    spent, provider, budget = out["spent"], out["provider"], out["budget"]
     for unit, limit in limits.items():
         assert spent[unit] <= limit + 1e-12, (unit, spent, limits)
-    assert received > 0
-    # 64 threads asked for each query; the provider answered it at most once
+    assert spent["calls"] > 0 and spent["requests"] > 0
+    # 64 threads asked for each group; the provider answered it at most once
     assert max(provider.answered.values()) == 1, provider.answered.most_common(3)
-    assert budget.summary()["calls"] == spent["calls"]
-    assert budget.summary()["retries"] == provider.failures  # every failed attempt was retried, and counted
+    summary = budget.summary()
+    assert summary["calls"] == spent["calls"] and summary["requests"] == spent["requests"]
+    assert summary["retries"] == provider.failures  # every failed attempt was retried, and counted

@@ -60,4 +60,4 @@ def test_bbt_starts_from_the_template_it_is_given_and_reports_the_start(local_se
     assert r["extra"]["gain"]["eval_accuracy"] == pytest.approx(r["eval"]["accuracy"] - start["eval"]["accuracy"])
     assert r["extra"]["selection"]["chosen"] in ("start", "search")
     again = tune(local_server, tmp_path, *args, mode="replay")
-    assert again["eval_spent"]["calls"] == 0 and again["extra"]["start"] == start
+    assert again["eval_spent"]["requests"] == 0 and again["extra"]["start"] == start
