@@ -239,6 +239,7 @@ class BiDfMKD(Method):
     """
 
     name: ClassVar[str] = "bidf-mkd"
+    kind: ClassVar[str] = "student"  # meta-distils a student from classifier APIs: no prompt, no leaderboard
     needs: ClassVar[tuple[str, ...]] = ("classify",)
     #: what ``fit`` learns from: a zoo of classifier APIs, not a text task. The conformance
     #: suite reads this; text tasks get a ConfigError from ``fit``.

@@ -30,7 +30,7 @@ def test_every_registered_prompt_method_joins_without_naming_it(monkeypatch: pyt
     board = _script()
     found = board.prompt_methods()
     assert {"bbt", "bbtv2", "bdpl"} <= set(found)
-    assert not {"zero-shot", "icl", "best-of-n", "calibrated", "distill"} & set(found)
+    assert not {"zero-shot", "icl", "best-of-n", "calibrated", "distill", "bidf-mkd"} & set(found)
 
     class Later(Method):
         name: ClassVar[str] = "test-later"
