@@ -401,7 +401,7 @@ class RLPrompt(Method):
         optimizer = torch.optim.Adam(policy.mlp.parameters(), lr=self.lr)
         y = np.array([ex.label for ex in split.train])
 
-        search = client.with_budget(Budget(calls=self.budget * self._requests_per_pass(client, len(split.train))))
+        search = client.with_budget(Budget(calls=self.budget))  # calls: passes over the batch, any provider
         scorer = client.with_budget(Budget())
         self.curve_: list[dict[str, Any]] = []
         self.history_: list[dict[str, Any]] = []
@@ -496,11 +496,6 @@ class RLPrompt(Method):
             out.append(f"{c['sampled_steps']} of {len(self.history_)} steps sampled a prompt of one repeated token "
                        f"(first at {c['first_sampled_step_calls']} calls)")
         return out
-
-    def _requests_per_pass(self, client: Any, n_examples: int) -> int:
-        if self.endpoint == "chat":
-            return n_examples
-        return math.ceil(n_examples / max(1, client.capabilities.max_batch))
 
     def _score(self, client: Any, prompt: str, examples: Sequence[Any], max_concurrency: int | None = None) -> Any:
         texts = [self.task_.format(ex, prompt=prompt) for ex in examples]
