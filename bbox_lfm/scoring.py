@@ -18,8 +18,8 @@ The strategy follows the provider's capabilities (``strategy="auto"``):
   Exact, multi-token words included, at one sequence per (prompt, word); ``max_tokens`` is the
   profile's ``echo_max_tokens`` (llama.cpp generates one token, set aside).
 
-``auto`` takes ``exact`` where the provider has it, else ``echo`` where the echoed
-log-probabilities are right (``echo_logprobs``; Completions only), else ``topk``.
+``auto`` takes ``exact`` where the provider has it, else ``topk``; ``echo`` is asked for by
+name, and only where the echoed log-probabilities are right (the profile's ``echo_logprobs``).
 """
 
 from __future__ import annotations
@@ -99,10 +99,9 @@ def score(client: Client, prompts: Sequence[str], label_words: Sequence[str], *,
     prompts = list(prompts)
     caps = client.capabilities
     if strategy == "auto":
-        echo = caps.echo and caps.echo_logprobs and caps.completions and endpoint == "completions"
-        strategy = "exact" if caps.label_words else ("echo" if echo else "topk")
+        strategy = "exact" if caps.label_words else "topk"
     if strategy == "echo":
-        if not (caps.echo and caps.completions) or endpoint != "completions":
+        if not (caps.echo and caps.echo_logprobs and caps.completions) or endpoint != "completions":
             raise CapabilityError("echo", client.profile.name, needed_by="echo scoring", hint="use strategy='topk'")
         return _echo_scores(client, list(prompts), list(label_words), dict(extra or {}), max_concurrency)
     if strategy == "exact" and not caps.label_words:

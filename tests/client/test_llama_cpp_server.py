@@ -58,7 +58,11 @@ def test_no_model_named_label_words_counted_and_scores_agree(llama_url: str, loc
         theirs = client.score(prompts, words)  # top 100, one prompt per request
         assert theirs.strategy == "topk"
         assert client.budget.summary()["requests"] == len(prompts) + len(words) + 1
-        echoed = client.score(prompts, words, strategy="echo")  # what echo_logprobs = false avoids
+        import dataclasses
+
+        caps = dataclasses.replace(client.capabilities, echo_logprobs=True)  # what the profile refuses
+        client.profile = dataclasses.replace(client.profile, capabilities=caps)
+        echoed = client.score(prompts, words, strategy="echo")
     ours = local_client.score(prompts, words)  # exact scores, the same weights de-quantized to float32
     # top-k scores: where a word is in the top 100 the same value as the local server's up to
     # llama.cpp's quantized arithmetic (it quantizes activations too: up to 0.3 measured); the
