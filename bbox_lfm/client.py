@@ -298,6 +298,20 @@ class Client:
                 b.refund_call()
             raise
 
+    def classify(self, inputs: Any, *, model: str | None = None, output: str = "probabilities") -> Any:
+        """Ask a classifier model about every row of ``inputs`` in ONE request: one call in every
+        budget, answered from the cache or not.
+
+        Returns a float array: ``[rows, classes]`` probabilities or logits, or ``[rows]`` class
+        indices for ``output="top1"``. The provider profile's ``classify`` capability says the
+        most revealing output it answers; asking for more raises :class:`CapabilityError` before
+        anything is sent.
+        """
+        from .classify import classify
+
+        with self._call():
+            return classify(self, inputs, model=model, output=output)
+
     # -- provider facts -----------------------------------------------------------------------
 
     def models(self) -> list[dict[str, Any]]:

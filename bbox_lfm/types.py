@@ -16,10 +16,12 @@ from typing import Any, Literal
 
 from .errors import check
 
-__all__ = ["Capabilities", "Choice", "Query", "Response", "TokenLogprobs", "Usage"]
+__all__ = ["CLASSIFY_OUTPUTS", "Capabilities", "Choice", "Query", "Response", "TokenLogprobs", "Usage"]
 
-Endpoint = Literal["completions", "chat", "hidden_stats"]
-ENDPOINTS = ("completions", "chat", "hidden_stats")
+Endpoint = Literal["completions", "chat", "hidden_stats", "classify"]
+ENDPOINTS = ("completions", "chat", "hidden_stats", "classify")
+#: what a classification query may ask for, least to most revealing
+CLASSIFY_OUTPUTS = ("top1", "probabilities", "logits")
 
 
 def _frozen_map(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -57,6 +59,11 @@ class Query:
     request body (the ``openai`` client's ``extra_body``): engine-specific options such as the
     local server's ``soft_prompt`` or ``label_words``. ``sample_id`` tells repeated sampling
     queries apart, so that n samples are n cache entries rather than one.
+
+    ``endpoint="classify"`` asks a classifier model (``POST /v1/bbox/classify``): the rows to
+    classify travel in ``extra["inputs"]`` (a float32 tensor, :mod:`bbox_lfm.tensors`) and
+    ``extra["output"]`` names what comes back (one of ``CLASSIFY_OUTPUTS``); it has no prompt,
+    and each row counts as one sequence. :meth:`bbox_lfm.Client.classify` builds these.
     """
 
     endpoint: Endpoint = "completions"
@@ -85,11 +92,17 @@ class Query:
         if self.stop is not None:
             object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
         object.__setattr__(self, "extra", _frozen_map(self.extra))
-        if self.endpoint != "chat":
+        if self.endpoint in ("completions", "hidden_stats"):
             check(len(self.prompt) > 0, "prompt", f"at least one prompt for the {self.endpoint} endpoint", self.prompt)
             check(all(isinstance(p, str) for p in self.prompt), "prompt", "strings", self.prompt)
-        else:
+        elif self.endpoint == "chat":
             check(len(self.messages) > 0, "messages", "a non-empty conversation for the chat endpoint", self.messages)
+        else:
+            inputs = self.extra.get("inputs")
+            check(isinstance(inputs, Mapping) and len(inputs.get("shape") or ()) >= 2, "extra['inputs']",
+                  "a tensor {shape: [rows, ...], dtype, data} for the classify endpoint", inputs)
+            check(self.extra.get("output") in CLASSIFY_OUTPUTS, "extra['output']", f"one of {CLASSIFY_OUTPUTS}",
+                  self.extra.get("output"))
         check(self.max_tokens >= 0, "max_tokens", ">= 0", self.max_tokens)
         check(self.n >= 1, "n", ">= 1", self.n)
         check(self.temperature >= 0, "temperature", ">= 0", self.temperature)
@@ -98,7 +111,9 @@ class Query:
 
     @property
     def sequences(self) -> int:
-        """Sequences this query asks the model for (prompts x n)."""
+        """Sequences this query asks the model for (prompts x n; rows for a classification)."""
+        if self.endpoint == "classify":
+            return int(self.extra["inputs"]["shape"][0])
         return (len(self.prompt) if self.endpoint != "chat" else 1) * self.n
 
     @property
@@ -135,6 +150,9 @@ class Query:
 
     def describe(self) -> str:
         """A short, secret-free description for error messages."""
+        if self.endpoint == "classify":
+            return (f"classify query for model {self.model!r} with {self.sequences} input(s) of shape "
+                    f"{list(self.extra['inputs']['shape'][1:])}, output {self.extra.get('output')!r}")
         if self.endpoint != "chat":
             first = self.prompt[0]
             head = first[:60] + ("..." if len(first) > 60 else "")
@@ -280,6 +298,14 @@ class Capabilities:
     hidden_stats: bool = False
     prompt_embeds: bool = False
     next_token_logprobs: bool = False
+    #: classifier models: "" (none), or the most revealing answer allowed ("top1" < "probabilities" < "logits")
+    classify: str = ""
+
+    def classify_allows(self, output: str) -> bool:
+        """True when a classification may answer with ``output`` (a less revealing form is always allowed)."""
+        if self.classify not in CLASSIFY_OUTPUTS or output not in CLASSIFY_OUTPUTS:
+            return False
+        return CLASSIFY_OUTPUTS.index(output) <= CLASSIFY_OUTPUTS.index(self.classify)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Capabilities:

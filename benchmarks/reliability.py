@@ -220,6 +220,7 @@ def main() -> None:
     p.add_argument("--load-per-round", type=int, default=4)
     args = p.parse_args()
     results: dict[str, Any] = json.loads(OUT.read_text()) if OUT.exists() else {}
+    results.update(kind="speed", benchmark="reliability")  # not a method's runs: `bbox-lfm report` skips it
     results["machine"] = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                           "cpu_flags": cpu_flags(), "device": "cpu", "shared": "2 cores shared with other jobs"}
     sections = args.sections.split(",")

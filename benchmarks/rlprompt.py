@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "rlprompt.json"))
     ap.add_argument("--plot", default=str(RESULTS / "rlprompt.png"))
     ap.add_argument("--max-concurrency", type=int, default=16)
+    ap.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one answer (default 3600)")
     args = ap.parse_args(argv)
     pairs = []
     for item in args.runs:
@@ -160,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         # the default name keeps the cache namespace and the results' model the same
         server = start_local(args.local_model, served_model_name=DEFAULT_MODEL_ID if args.local_model else None)
     try:
-        client = Client.local(server or args.base_url, cache=args.cache, max_concurrency=args.max_concurrency)
+        # a step's 16 calls go out at once and the server answers them together: on a loaded
+        # CPU that takes minutes, past the client's default timeout (and a retry would send it again)
+        client = Client.local(server or args.base_url, cache=args.cache, max_concurrency=args.max_concurrency,
+                              timeout=args.timeout)
         doc["model"], doc["provider"] = client.model, client.profile.name
         for task_name, seed in pairs:
             task = load_task(task_name)
@@ -171,9 +175,6 @@ def main(argv: list[str] | None = None) -> int:
                 result = run(method, client, task, seed=seed, eval_limit=args.eval_limit, progress=False)
                 rec = json.loads(json.dumps(dataclasses.asdict(result), default=float))
                 rec["extra"]["rlprompt"] = dict(method.extra_)
-                sampled = method.extra_["best_sampled"]["prompt"]
-                rec["extra"]["best_sampled_eval"] = None if sampled is None else evaluate(
-                    client, task, examples, prompt=sampled, progress=False).to_json()
                 rec["extra"]["template"] = task.template
                 rec["extra"]["template_empty_dev"] = evaluate(client, task, task.few_shot(seed=seed).dev, prompt="",
                                                               progress=False).to_json()
@@ -183,9 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 _write(out, doc, plot)
                 ev = rec["eval"]
                 print(f"{task_name} seed {seed}: eval acc {ev['accuracy']:.4f} f1 {ev['f1']:.4f} prompt "
-                      f"{rec['prompt']!r}; best sampled {sampled!r} -> "
-                      f"{(rec['extra']['best_sampled_eval'] or {}).get('accuracy')} ({rec['wall_s']:.0f} s)",
-                      flush=True)
+                      f"{rec['prompt']!r} ({rec['wall_s']:.0f} s)", flush=True)
             if task_name not in doc["template_empty_prompt"]:
                 t0 = time.perf_counter()
                 empty = evaluate(client, task, examples, prompt="", progress=False).to_json()
@@ -193,6 +192,14 @@ def main(argv: list[str] | None = None) -> int:
                                                            "wall_s": round(time.perf_counter() - t0, 1)}
                 _write(out, doc, plot)
                 print(f"{task_name} template, empty prompt: eval acc {empty['accuracy']:.4f}", flush=True)
+            rec = doc["runs"][task_name][str(seed)]
+            if "best_sampled_eval" not in rec["extra"]:  # last: the bar's figures are written first
+                sampled = rec["extra"]["rlprompt"]["best_sampled"]["prompt"]
+                rec["extra"]["best_sampled_eval"] = None if sampled is None else evaluate(
+                    client, task, examples, prompt=sampled, progress=False).to_json()
+                _write(out, doc, plot)
+                print(f"{task_name} seed {seed}: best sampled prompt {sampled!r} -> eval acc "
+                      f"{(rec['extra']['best_sampled_eval'] or {}).get('accuracy')}", flush=True)
     finally:
         if server is not None:
             server.stop()

@@ -59,6 +59,9 @@ def execute(path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: Path, *, all
     monkeypatch.setenv("BBOX_LFM_CACHE_DIR", str(cache_dir))  # a client outside the cassette finds nothing
     monkeypatch.setenv("BBOX_LFM_CACHE_MODE", "replay")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # local models (a MiniLM student, RLPrompt's policy) on one intra-op thread: on the shared
+    # 2-core machine two threads contend (measured: 06_rlprompt 149 s on two, 39 s on one)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=allow_errors,
                                      resources={"metadata": {"path": str(path.parent)}})
     client.execute()

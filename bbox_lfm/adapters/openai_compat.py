@@ -108,6 +108,12 @@ class OpenAICompatAdapter:
             body = {"model": query.model, "input": list(query.prompt), **query.extra}
             raw = self._client.post("/bbox/hidden_stats", cast_to=httpx.Response, body=body)
             return "/bbox/hidden_stats", raw.content
+        if query.endpoint == "classify":  # inputs and output travel as the body's own fields
+            import httpx
+
+            body = {"model": query.model, **query.to_json()["extra"]}
+            raw = self._client.post("/bbox/classify", cast_to=httpx.Response, body=body)
+            return "/bbox/classify", raw.content
         api = self._client.completions if query.endpoint == "completions" else self._client.chat.completions
         out = api.with_raw_response.create(**self._request_body(query), extra_body=dict(query.extra) or None)
         return ("/completions" if query.endpoint == "completions" else "/chat/completions"), out.http_response.content

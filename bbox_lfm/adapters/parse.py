@@ -47,7 +47,9 @@ def _hidden_stats(data: Any) -> Response:
 
 
 def parse_response(data: Any, endpoint: str) -> Response:
-    """Parse the JSON body of a Completions, Chat Completions or hidden-statistics answer."""
+    """Parse the JSON body of a Completions, Chat Completions, hidden-statistics or classification answer."""
+    if endpoint == "classify":
+        return _classification(data)
     try:
         if endpoint == "hidden_stats":
             return _hidden_stats(data)
@@ -77,3 +79,20 @@ def parse_response(data: Any, endpoint: str) -> Response:
         raise MalformedResponseError(
             f"the {endpoint} answer does not have the documented shape ({type(exc).__name__}: {exc})"
         ) from exc
+
+
+def _classification(data: Any) -> Response:
+    """A ``/v1/bbox/classify`` answer: one choice whose ``extra`` holds ``output``, ``classes``
+    and ``outputs`` (the float32 tensor the server wrote; :meth:`Client.classify` decodes it)."""
+    try:
+        outputs = data["outputs"]
+        if not isinstance(outputs, Mapping) or not isinstance(outputs.get("data"), str):
+            raise TypeError("outputs must be a tensor {shape, dtype, data}")
+        extra = {"output": str(data["output"]), "classes": list(data.get("classes") or ()), "outputs": dict(outputs)}
+        u = data.get("usage") or {}
+        usage = Usage(prompt_tokens=int(u.get("prompt_tokens") or 0), completion_tokens=0,
+                      total_tokens=int(u.get("total_tokens") or 0))
+        return Response(choices=(Choice(index=0, extra=extra),), model=str(data.get("model", "")), usage=usage)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise MalformedResponseError(
+            f"the classify answer does not have the documented shape ({type(exc).__name__}: {exc})") from exc

@@ -29,6 +29,7 @@ import sys
 from typing import Any
 
 from ..errors import ConfigError
+from . import _zoo_tune
 from ._common import Choices, add_client_args, open_client
 from ._start import add_start_args, start_from_args
 from .eval import add_task_args, task_from_args
@@ -52,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--out", required=True, help="results JSON path")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_client_args(p)
+    _zoo_tune.add_args(p)
     p.set_defaults(func=run)
 
 
@@ -89,16 +91,18 @@ def run(args: argparse.Namespace) -> int:
     from ..methods.harness import run as run_method
     from ..results import write_result
 
+    sets = parse_sets(args.sets)
+    for fixed in ("budget", "seed"):
+        if fixed in sets:
+            raise ConfigError(f"--set {fixed}=... must not be used (use --{fixed}); got {sets[fixed]!r}")
+    if _zoo_tune.is_zoo_method(get(args.method)):
+        return _zoo_tune.run(args, get(args.method), sets)
     task = task_from_args(args)
     start = start_from_args(args, task)
     if start.extra:
         raise ConfigError(f"--prompt-from must give tune a text prompt to start from (a template, a discrete prompt); "
                           f"got a {'/'.join(start.extra)} from {args.prompt_from!r} (eval and distill use those)")
     task = start.apply(task)
-    sets = parse_sets(args.sets)
-    for fixed in ("budget", "seed"):
-        if fixed in sets:
-            raise ConfigError(f"--set {fixed}=... must not be used (use --{fixed}); got {sets[fixed]!r}")
     method = get(args.method)(budget=args.budget, seed=args.seed, **sets)
     with open_client(args) as client:
         client.require(*method.needs, needed_by=method.name)

@@ -13,7 +13,7 @@ from .base import Method, register, registry
 
 __all__ = ["Method", "get", "names", "register"]
 
-_MODULES = ("baselines", "bbt", "bbtv2", "bdpl", "distill", "promptboosting", "rlprompt")
+_MODULES = ("baselines", "bbt", "bbtv2", "bdpl", "bidf_mkd", "distill", "promptboosting", "rlprompt")
 
 
 def _load_all() -> None:

@@ -33,9 +33,10 @@ and the best one is kept. The sampled prompt with the highest training reward is
 (``extra_["best_sampled"]``; not used for prediction), which tells what the samples found apart
 from what the policy learned.
 
-**Calls** are counted as for BBT and BDPL: one call = one prompt over the training batch, so a
-step of 16 prompts is 16 calls; a prompt sampled twice is a free cache hit that still counts
-(the search's own counter decides when to stop, so a rerun from the cache takes the same steps).
+**Calls** are counted as for BBT and BDPL: one call = one prompt over the training batch (one
+``client.score``), so a step of 16 prompts is 16 calls on every provider (``budget_spent`` gives
+the HTTP ``requests`` apart); a prompt sampled twice is a free cache hit that still counts (the
+search's own counter decides when to stop, so a rerun from the cache takes the same steps).
 Scores come from :meth:`bbox_lfm.Client.score`: exact label words on bbox-lfm's server, the top
 k elsewhere, with the floored label words counted (``misses``).
 
@@ -401,7 +402,7 @@ class RLPrompt(Method):
         optimizer = torch.optim.Adam(policy.mlp.parameters(), lr=self.lr)
         y = np.array([ex.label for ex in split.train])
 
-        search = client.with_budget(Budget(calls=self.budget))  # calls: passes over the batch, any provider
+        search = client.with_budget(Budget(calls=self.budget))  # calls: prompts over the batch, any provider
         scorer = client.with_budget(Budget())
         self.curve_: list[dict[str, Any]] = []
         self.history_: list[dict[str, Any]] = []

@@ -86,31 +86,42 @@ class Teacher:
         found = [(m.start(), k) for k, w in enumerate(words) for m in [re.search(rf"\b{re.escape(w)}\b", low)] if m]
         return min(found)[1] if found else None
 
-    def _one(self, client: Any, prompt: str, signal: str) -> tuple[np.ndarray, int]:
+    def _one(self, client: Any, prompt: str, signal: str) -> tuple[np.ndarray, int, float]:
+        """(log-probs, misses, the provider's answer time) for one prompt."""
         K = len(self.task.label_words)
         if signal == "soft":
             s = client.score([prompt], self.task.label_words, extra=self.extra, endpoint=self.endpoint,
                              max_concurrency=1)
-            return s.logprobs[0], s.misses
+            return s.logprobs[0], s.misses, sum(r.latency_s for r in s.responses)
         if self.endpoint == "chat":
             q = Query(endpoint="chat", messages=({"role": "user", "content": prompt},),
                       max_tokens=self.hard_max_tokens, extra=self.extra)
         else:
             q = Query(prompt=(prompt,), max_tokens=self.hard_max_tokens, extra=self.extra)
-        k = self.parse(client.send(q).text)
+        answer = client.send(q)
+        k = self.parse(answer.text)
         row = np.full(K, np.nan) if k is None else np.where(np.arange(K) == k, 0.0, -np.inf)
-        return row, 0
+        return row, 0, answer.latency_s
 
     def label(self, client: Any, inputs: Sequence[Any], *, progress: bool = False,
               desc: str = "teacher") -> tuple[np.ndarray, int]:
         """``(logprobs [n, K], misses)``, one teacher sequence per input, concurrently."""
+        logprobs, misses, _ = self.label_timed(client, inputs, progress=progress, desc=desc)
+        return logprobs, misses
+
+    def label_timed(self, client: Any, inputs: Sequence[Any], *, progress: bool = False, desc: str = "teacher",
+                    max_concurrency: int | None = None) -> tuple[np.ndarray, int, np.ndarray]:
+        """:meth:`label`, plus the provider's answer time for each input in seconds (a cached
+        answer keeps the time it took when it was fetched); ``max_concurrency=1`` sends one
+        request at a time, so each time is the teacher's latency alone."""
         from tqdm.auto import tqdm
 
         prompts = self.prompts(inputs)
         if not prompts:
-            return np.zeros((0, len(self.task.label_words))), 0
+            return np.zeros((0, len(self.task.label_words))), 0, np.zeros(0)
         signal = self.resolve(client)
         with tqdm(total=len(prompts), desc=desc, unit="ex", disable=not progress, leave=False) as bar:
             rows = client.fan_out(lambda p: self._one(client, p, signal), prompts, name="teacher",
-                                  on_done=lambda: bar.update(1))
-        return np.stack([r for r, _ in rows]), sum(m for _, m in rows)
+                                  max_concurrency=max_concurrency, on_done=lambda: bar.update(1))
+        return (np.stack([r for r, _, _ in rows]), sum(m for _, m, _ in rows),
+                np.array([t for _, _, t in rows], dtype=np.float64))

@@ -21,6 +21,7 @@ from .errors import InvalidRequest
 from .loading import load_model
 from .protocol import ChatRequest, CompletionRequest, HiddenStatsRequest
 from .service import Service
+from .zoo import ZooService, mount_zoo
 
 __all__ = ["BodySizeLimit", "ServerApp", "build_app"]
 
@@ -104,16 +105,23 @@ class ServerApp:
     """The ASGI app to serve, and what must be closed when the server stops."""
 
     asgi: ASGIApp
-    service: Service
-    batcher: Batcher[Any]
+    service: Service | None  # None when only a zoo of classifiers is served
+    batcher: Batcher[Any] | None
+    zoo: ZooService | None = None
 
     def close(self) -> None:
         """Stop the batcher's worker thread."""
-        self.batcher.close()
+        if self.batcher is not None:
+            self.batcher.close()
 
 
 def build_app(config: ServeConfig) -> ServerApp:
-    """Load the model named by ``config`` and build the app serving it."""
+    """Load the model named by ``config`` (unless ``config.lm`` is off) and the zoo it names,
+    and build the app serving them."""
+    zoo = ZooService.from_dir(config.zoo) if config.zoo else None
+    if not config.lm:
+        app = FastAPI(title="bbox-lfm local provider", version="1")
+        return _routes(app, config, None, zoo, None)
     loaded = load_model(
         config.model,
         device=config.device,
@@ -134,6 +142,11 @@ def build_app(config: ServeConfig) -> ServerApp:
     )
     service = Service(engine, batcher, config)
     app = FastAPI(title="bbox-lfm local provider", version="1")
+    return _routes(app, config, service, zoo, batcher)
+
+
+def _routes(app: FastAPI, config: ServeConfig, service: Service | None, zoo: ZooService | None,
+            batcher: Batcher[Any] | None) -> ServerApp:
 
     @app.exception_handler(InvalidRequest)
     async def invalid(request: Request, exc: InvalidRequest) -> JSONResponse:
@@ -183,12 +196,24 @@ def build_app(config: ServeConfig) -> ServerApp:
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
-        return {"object": "list", "data": [service.model_card()]}
+        lm = [service.model_card()] if service is not None else []
+        return {"object": "list", "data": lm + (zoo.model_cards() if zoo is not None else [])}
 
     @app.get("/v1/models/{model_id:path}")
     def model(model_id: str) -> dict[str, Any]:
+        if zoo is not None and (service is None or zoo.has(model_id)):
+            if zoo.has(model_id):
+                return zoo.model_card(model_id)
+            raise InvalidRequest(f"The model '{model_id}' does not exist", param="model", status=404,
+                                 code="model_not_found")
+        assert service is not None
         service.check_model(model_id)
         return service.model_card()
+
+    if zoo is not None:
+        mount_zoo(app, zoo)
+    if service is None:
+        return ServerApp(asgi=BodySizeLimit(app, config.max_body_bytes), service=None, batcher=None, zoo=zoo)
 
     # Plain `def` routes: FastAPI runs them in its thread pool, where they block on the batcher.
     @app.post("/v1/completions")
@@ -203,4 +228,4 @@ def build_app(config: ServeConfig) -> ServerApp:
     def hidden_stats(req: HiddenStatsRequest) -> dict[str, Any]:
         return service.hidden_stats(req)
 
-    return ServerApp(asgi=BodySizeLimit(app, config.max_body_bytes), service=service, batcher=batcher)
+    return ServerApp(asgi=BodySizeLimit(app, config.max_body_bytes), service=service, batcher=batcher, zoo=zoo)

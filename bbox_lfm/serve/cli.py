@@ -71,6 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("SERVED_MODEL_NAME", None),
         help="model id clients must send (default: the model's name)",
     )
+    parser.add_argument(
+        "--zoo",
+        default=_env("ZOO", None),
+        metavar="DIR",
+        help="also serve the classifier models of a zoo folder (`bbox-lfm zoo build`) at /v1/bbox/classify; "
+        "without MODEL or --with-lm, the zoo is served alone and no language model is loaded",
+    )
+    parser.add_argument(
+        "--with-lm",
+        action="store_true",
+        default=_env("WITH_LM", "").lower() in ("1", "true", "yes"),
+        help="with --zoo: load the default language model too",
+    )
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"), help="uvicorn log level")
     return parser
 
@@ -91,6 +104,8 @@ def cli_main(argv: list[str]) -> int:
             batch_window_ms=args.batch_window_ms,
             max_batch=args.max_batch,
             max_body_bytes=args.max_body_bytes,
+            zoo=args.zoo,
+            lm=args.model is not None or args.with_lm or not args.zoo,
         )
     except ValueError as exc:
         build_parser().error(str(exc))

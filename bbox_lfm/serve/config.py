@@ -35,6 +35,9 @@ class ServeConfig:
     max_batch: int = 64
     max_body_bytes: int = 64 * 1024 * 1024
     tokenizer_cache_size: int = 65536
+    #: a zoo folder of classifier models to serve (``bbox-lfm zoo build``); ``lm=False`` serves it alone
+    zoo: str | None = None
+    lm: bool = True
 
     def __post_init__(self) -> None:
         check(self.device in ("auto", "cpu", "cuda"), "device", "one of auto, cpu, cuda", self.device)
@@ -43,4 +46,5 @@ class ServeConfig:
         check(self.batch_window_ms >= 0, "batch_window_ms", ">= 0", self.batch_window_ms)
         check(self.max_batch >= 1, "max_batch", ">= 1", self.max_batch)
         check(self.max_body_bytes >= 1, "max_body_bytes", ">= 1", self.max_body_bytes)
+        check(self.lm or bool(self.zoo), "lm", "True unless a zoo is served", self.lm)
         check(0 <= self.port < 65536, "port", "in 0..65535", self.port)

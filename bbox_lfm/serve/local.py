@@ -32,7 +32,7 @@ class LocalServer:
         self.app = app
         self.port = port
         self.host = config.host
-        self.model_id = app.service.engine.model_id
+        self.model_id = app.service.engine.model_id if app.service is not None else None
         self.api_key = config.api_key
         self.base_url = f"http://{config.host}:{port}/v1"
         self._server = server

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import sys
 import threading
 import time
 from collections import Counter
@@ -35,6 +36,15 @@ __all__ = ["KINDS", "FaultProxy"]
 
 KINDS = ("429", "500", "503", "truncated", "close", "stall")
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "proxy-connection"}
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up (a killed run, a timed-out request) is routine here, not an error."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 class FaultProxy:
@@ -65,7 +75,7 @@ class FaultProxy:
         self.requests = 0
         self._lock = threading.Lock()
         self._n_faults = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}{self.prefix}"

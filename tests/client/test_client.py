@@ -141,7 +141,7 @@ def _topk_handler(q: Query) -> Response:
 
 def test_score_topk_with_floor_and_misses() -> None:
     c = Client("http://mock/v1", adapter=MockAdapter(_topk_handler), provider="vllm", model="m", cache_mode="off")
-    s = c.score(["a", "b"], [" great", " terrible", "good"])
+    s = c.score(["a", "b"], [" great", " terrible", "good"], strategy="topk")
     assert s.strategy == "topk" and s.misses == 2
     np.testing.assert_allclose(s.logprobs[0], [math.log(0.6), math.log(0.1), math.log(0.2)])
     assert list(s.predictions()) == [0, 0]

@@ -28,6 +28,10 @@ def test_docs_site_builds_in_strict_mode(tmp_path: Path) -> None:
                           check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "site" / "api" / "client" / "index.html").is_file()
+    # every notebook is a page of the site (docs/notebooks links to notebooks/), its cassette is not
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        assert (tmp_path / "site" / "notebooks" / nb.stem / "index.html").is_file(), nb.name
+    assert not (tmp_path / "site" / "notebooks" / "cassettes").exists()
 
 
 def _undocumented() -> list[str]:

@@ -20,6 +20,7 @@ from bbox_lfm import Client
 from bbox_lfm.adapters.mock import MockAdapter
 from bbox_lfm.errors import ConfigError
 from bbox_lfm.methods import get
+from bbox_lfm.methods.compare import student_vs_teacher
 from bbox_lfm.methods.distill import (
     Distill,
     OneLabelTeacherWarning,
@@ -344,3 +345,33 @@ def test_local_teacher_tiny_budget(local_client: Any, tmp_path: Any) -> None:
                                                          progress=False)
     assert again.budget_spent_["sequences"] == 0
     np.testing.assert_array_equal(again.teacher_logprobs_, m.teacher_logprobs_)
+
+
+# -- the student beside its teacher ---------------------------------------------------------------
+
+def test_student_beside_its_teacher_live_then_replayed(data: tuple[list[str], list[str]], tmp_path: Any) -> None:
+    pool, test = data
+    task = toy_task(pool, test)
+    client, adapter = mock_client(teacher_handler())
+    adapter.latency_s = 0.02  # the teacher takes 20 ms an answer
+    m = Distill(budget=40, rounds=2, seed=0).fit(client, task, progress=False)
+    examples = task.split("test")[:12]
+    before = adapter.calls
+    live = student_vs_teacher(m, client, examples)
+    assert adapter.calls - before == 12 and not live.teacher_cached
+    truth = np.array([rule(ex.text) for ex in examples])
+    assert live.teacher_accuracy == 1.0  # the mock teacher is the rule
+    student = m.predict(client, examples, progress=False)
+    assert live.student_accuracy == pytest.approx(float(np.mean(student == truth)))
+    assert live.agreement == live.student_accuracy  # the teacher is always right here
+    assert live.teacher_s_per_example >= 0.02 and live.student_s_per_example > 0
+
+    # replayed: nothing sent, the teacher's recorded times reported; a loaded method needs its task
+    loaded = Distill.load(m.save(tmp_path / "m.json"))
+    with pytest.raises(Exception, match="task"):
+        student_vs_teacher(loaded, client, examples)
+    again = student_vs_teacher(loaded, client.with_cache_mode("replay"), examples, task=task)
+    assert adapter.calls - before == 12 and again.teacher_cached
+    assert again.teacher_s_per_example == live.teacher_s_per_example
+    assert (again.agreement, again.student_accuracy) == (live.agreement, live.student_accuracy)
+    assert again.to_json()["speedup"] == pytest.approx(again.teacher_s_per_example / again.student_s_per_example)

@@ -146,7 +146,7 @@ def test_the_favoured_token_gains_probability(tiny_lm):
     p0, p1 = zebra_probability(start), zebra_probability(m)
     assert p1 > 3 * p0, (p0, p1)
     assert "zebra" in m.best_prompt_.split()
-    assert m.calls_ == 400 == m.budget_spent_["calls"] + m.budget_spent_["cache_hits"]
+    assert m.calls_ == 400 == m.budget_spent_["calls"] == m.budget_spent_["requests"] + m.budget_spent_["cache_hits"]
     assert m.history_[-1]["reward_mean"] > m.history_[0]["reward_mean"]
     assert m.curve_[-1]["dev_accuracy"] == 1.0 and m.curve_[-1]["calls"] == 400
     assert [p["calls"] for p in m.extra_["reward_curve"]] == list(range(8, 401, 8))
@@ -163,7 +163,8 @@ def test_cached_rerun_sends_nothing_and_gives_the_same_prompt(tiny_lm):
     client2, adapter2 = mock_client(cache=store)
     b = RLPrompt(**kw).fit(client2, toy_task())
     assert adapter2.calls == 0
-    assert b.budget_spent_["calls"] == 0 and b.budget_spent_["cache_hits"] == b.calls_ == a.calls_ == 24
+    assert b.budget_spent_["requests"] == 0
+    assert b.budget_spent_["calls"] == b.budget_spent_["cache_hits"] == b.calls_ == a.calls_ == 24
     assert a.best_prompt_ == b.best_prompt_ and a.curve_ == b.curve_ and a.history_ == b.history_
     assert all(np.array_equal(a.mlp_[k], b.mlp_[k]) for k in a.mlp_)
     c = RLPrompt(**{**kw, "seed": 6}).fit(mock_client()[0], toy_task())
@@ -268,5 +269,5 @@ def test_tiny_run_on_the_local_server_saves_loads_and_replays(local_server, tmp_
         assert np.array_equal(loaded.predict(client, train), m.predict(client, train))
     with Client.local(local_server, cache=cache, cache_mode="replay") as client:
         again = RLPrompt(**kw).fit(client, task)
-        assert again.budget_spent_["calls"] == 0 and again.eval_spent_["calls"] == 0
+        assert again.budget_spent_["requests"] == 0 and again.eval_spent_["requests"] == 0
         assert again.best_prompt_ == m.best_prompt_ and again.curve_ == m.curve_
