@@ -18,8 +18,8 @@ The strategy follows the provider's capabilities (``strategy="auto"``):
   Exact, multi-token words included, at one sequence per (prompt, word); ``max_tokens`` is the
   profile's ``echo_max_tokens`` (llama.cpp generates one token, set aside).
 
-``auto`` takes ``exact`` where the provider has it, else ``echo`` where the echoed
-log-probabilities are right (``echo_logprobs``; Completions only), else ``topk``.
+``auto`` takes ``exact`` where the provider has it, else ``topk``; ``echo`` is asked for by
+name, and only where the echoed log-probabilities are right (the profile's ``echo_logprobs``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from .types import Query, Response
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["STRATEGIES", "Scores", "score"]
+__all__ = ["STRATEGIES", "Scores", "echoed_prompt_tokens", "score"]
 
 STRATEGIES = ("auto", "exact", "topk", "echo")
 
@@ -99,10 +99,9 @@ def score(client: Client, prompts: Sequence[str], label_words: Sequence[str], *,
     prompts = list(prompts)
     caps = client.capabilities
     if strategy == "auto":
-        echo = caps.echo and caps.echo_logprobs and caps.completions and endpoint == "completions"
-        strategy = "exact" if caps.label_words else ("echo" if echo else "topk")
+        strategy = "exact" if caps.label_words else "topk"
     if strategy == "echo":
-        if not (caps.echo and caps.completions) or endpoint != "completions":
+        if not (caps.echo and caps.echo_logprobs and caps.completions) or endpoint != "completions":
             raise CapabilityError("echo", client.profile.name, needed_by="echo scoring", hint="use strategy='topk'")
         return _echo_scores(client, list(prompts), list(label_words), dict(extra or {}), max_concurrency)
     if strategy == "exact" and not caps.label_words:
@@ -154,6 +153,15 @@ def score(client: Client, prompts: Sequence[str], label_words: Sequence[str], *,
     return Scores(np.asarray(rows, dtype=np.float64), strategy, misses, tuple(responses))
 
 
+def echoed_prompt_tokens(choice: Any, prompt: str, generated: int) -> int:
+    """How many of an echoed answer's tokens are the prompt's: all of them, less the
+    ``generated`` ones where the server lists those too (OpenAI's convention; llama-cpp-python
+    0.3 leaves them out), told apart by whether the tokens spell more than the prompt."""
+    tokens = choice.logprobs.tokens
+    spelled = sum(len(t) for t in tokens)
+    return len(tokens) - generated if generated and spelled > len(prompt) else len(tokens)
+
+
 def _word_logprob(choice: Any, word: str, end: int | None) -> float:
     """Sum of the log-probabilities of the echoed tokens that spell ``word`` at the end of the
     prompt, whose last token is ``end - 1`` (None: the last echoed token)."""
@@ -187,10 +195,10 @@ def _echo_scores(client: Client, prompts: list[str], words: list[str], extra: di
     responses = client.send_many(queries, max_concurrency=max_concurrency)
     values: list[float] = []
     for resp in responses:
-        # one prompt per request when a token is generated: the prompt ends at its prompt_tokens
-        # (servers differ on whether the generated token is in the echoed list)
-        end = resp.usage.prompt_tokens if gen and resp.usage.prompt_tokens else None
         for choice in resp.choices:
+            text = texts[len(values)]
+            end = echoed_prompt_tokens(choice, text, resp.usage.completion_tokens if gen else 0) \
+                if choice.logprobs is not None and choice.logprobs.tokens else None
             values.append(_word_logprob(choice, words[len(values) % len(words)], end))
     if len(values) != len(texts):
         raise MalformedResponseError(f"expected {len(texts)} echoed sequences, got {len(values)}")

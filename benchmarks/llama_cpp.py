@@ -13,8 +13,8 @@ Runs the user's commands as a user would (the ``bbox-lfm`` CLI in a subprocess),
    requests, apart.
 
 Resumable: answers go to ``benchmarks/.cache/llama_cpp.sqlite`` (the server gets a fixed port,
-so the cache keys stay the same), and the JSON ``benchmarks/results/llama_cpp.json`` is written
-after each step.
+so the cache keys stay the same), and ``benchmarks/results/llama_cpp/summary.json`` is written
+after each step, beside the three runs' results files.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ from bbox_lfm.methods.harness import EVAL_SUBSAMPLE_SEED
 from bbox_lfm.tasks import load_task, subsample
 from bbox_lfm.testing.llama_cpp import available, llama_cpp_server
 
-OUT = HERE / "results" / "llama_cpp.json"
+RESULTS = HERE / "results" / "llama_cpp"  # a folder: its summary is no run, report reads results/*.json
+OUT = RESULTS / "summary.json"
 CACHE = HERE / ".cache" / "llama_cpp.sqlite"
 
 
@@ -96,7 +97,7 @@ def main() -> int:
         save()
         print(f"probe: {res['probe']['requests']} requests, {wall:.1f}s", flush=True)
 
-        ev_out = HERE / "results" / "llama_cpp_eval_llama.json"
+        ev_out = RESULTS / "eval_llama_cpp.json"
         _, err, wall = cli("eval", "--task", "sst2", "--template-index", "1", "--limit", str(args.limit),
                            "--base-url", url, "--provider", "llama-cpp", "--out", str(ev_out), *common, env=env)
         r = json.loads(ev_out.read_text())
@@ -107,7 +108,7 @@ def main() -> int:
         with Client(url, provider="llama-cpp", cache=CACHE, model=r["model"]) as client:
             pred_llama = predictions(client, task, rows)
 
-        tune_out = HERE / "results" / "llama_cpp_bdpl.json"
+        tune_out = RESULTS / "tune_bdpl.json"
         out, err, wall = cli("tune", "bdpl", "--task", "sample", "--budget", str(args.budget), "--base-url", url,
                              "--provider", "llama-cpp", "--out", str(tune_out), *common, env=env)
         r = json.loads(tune_out.read_text())
@@ -116,7 +117,7 @@ def main() -> int:
         save()
         print(res["tune_bdpl"]["stdout"], flush=True)
 
-    ev_out = HERE / "results" / "llama_cpp_eval_local.json"
+    ev_out = RESULTS / "eval_local.json"
     _, err, wall = cli("eval", "--task", "sst2", "--template-index", "1", "--limit", str(args.limit), "--local",
                        "--out", str(ev_out), *common, env=env)
     r = json.loads(ev_out.read_text())

@@ -167,10 +167,12 @@ def count_tokens(client: Any, words: Sequence[str]) -> list[int] | None:
     context ``"A"`` and ``"A" + word`` for every word; a word's count is the difference in echoed
     prompt tokens, so a BOS token or a chat wrapper cancels out. ``max_tokens`` is the profile's
     ``echo_max_tokens``: 0 where the server then scores the prompt only (bbox-lfm, vLLM), 1
-    where 0 means "no limit" (llama.cpp); the count is then the answer's ``prompt_tokens``,
-    one prompt per request. Providers without ``echo`` (hosted chat
+    where 0 means "no limit" (llama.cpp); the generated token is then set aside where the
+    server lists it (:func:`bbox_lfm.scoring.echoed_prompt_tokens`). Providers without ``echo`` (hosted chat
     APIs) cannot be asked, and None means "unchecked".
     """
+    from ..scoring import echoed_prompt_tokens
+
     caps = client.capabilities
     if not caps.echo or not caps.completions:
         return None
@@ -186,9 +188,7 @@ def count_tokens(client: Any, words: Sequence[str]) -> list[int] | None:
         for c in r.choices:
             if c.logprobs is None or not c.logprobs.tokens:
                 return None
-            # one prompt per request when a token is generated: its prompt_tokens is the count
-            # (servers differ on whether the generated token is in the echoed list)
-            lengths.append(r.usage.prompt_tokens if gen and r.usage.prompt_tokens else len(c.logprobs.tokens))
+            lengths.append(echoed_prompt_tokens(c, prompts[len(lengths)], r.usage.completion_tokens if gen else 0))
     if len(lengths) != len(prompts):
         return None
     return [n - lengths[0] for n in lengths[1:]]

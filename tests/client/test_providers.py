@@ -151,7 +151,8 @@ def test_token_counting_and_scoring_follow_the_profile(name: str, monkeypatch) -
             counts = count_tokens(client, [" positive", " very negative"])
             endpoint = "completions" if client.capabilities.logprobs else "chat"
             scores = client.score(["a b", "c d", "e f"], [" w1", " w3"], endpoint=endpoint, strategy="topk")
-            auto = client.score(["a b", "c d"], [" w1", " w3 w4"])
+            auto = client.score(["a b", "c d"], [" w1", " w3 w4"],
+                                strategy="echo" if client.capabilities.echo_logprobs else "auto")
             chat = client.score(["a b"], [" w1", " w3"], endpoint="chat")
     prof = load_profile(name).capabilities
     if prof.echo:
