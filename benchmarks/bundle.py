@@ -23,7 +23,7 @@ from typing import Any
 __all__ = ["dump", "load", "to_bundle"]
 
 LAYOUTS = {"baselines": "list", "bbt": "by_method", "bdpl": "by_variant_seed", "distill": "list",
-           "rlprompt": "by_variant_seed"}
+           "rlprompt": "by_variant_seed", "promptboosting": "by_variant_seed"}
 _PROVIDER = "bbox-lfm"  # every method benchmark so far ran against the local server
 
 
@@ -78,6 +78,11 @@ def to_bundle(doc: dict[str, Any], name: str | None = None) -> dict[str, Any]:
         for task, seeds in native.items():
             for seed, r in seeds.items():
                 records.append(_record(r, [task, seed], _core(doc, method="rlprompt", task=task)))
+    elif name == "promptboosting":  # {group: {seed: run}}, whole results; a group names a task and a path
+        for group, seeds in native.items():
+            for seed, r in seeds.items():
+                label = "promptboosting" if group == r.get("task") else f"promptboosting ({group})"
+                records.append(_record(r, [group, seed], _core(doc, method="promptboosting", label=label)))
     elif name == "distill":
         model = (doc.get("teacher") or {}).get("model") or ""
         for i, r in enumerate(native):

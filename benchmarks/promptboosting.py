@@ -31,7 +31,6 @@ groups at once (each merges the other's finished runs before writing). Run it in
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -39,6 +38,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import bundle  # benchmarks/bundle.py
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -84,13 +85,13 @@ def _summary(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "dev_accuracy_pct": _mean_std([100 * (r["extra"].get("search", {}).get("dev") or r["dev"])["accuracy"]
                                            for r in rs]),
             "search_calls": [r["budget_spent"]["calls"] for r in rs],
-            "training_forward_passes": [r["method"]["forward_passes_training"] for r in rs],
-            "test_passes_per_example": [r["method"]["passes_per_test_example"] for r in rs],
-            "ensemble_size": [r["method"]["ensemble_size"] for r in rs],
-            "skipped_rounds": [r["method"]["skipped"] for r in rs],
-            "perfect_learner": [r["method"]["perfect_learner"] for r in rs],
-            "screening": rs[0]["method"]["screening"],
-            "mass_held": [r["method"]["mass"] for r in rs],
+            "training_forward_passes": [r["fit_stats"]["forward_passes_training"] for r in rs],
+            "test_passes_per_example": [r["fit_stats"]["passes_per_test_example"] for r in rs],
+            "ensemble_size": [r["fit_stats"]["ensemble_size"] for r in rs],
+            "skipped_rounds": [r["fit_stats"]["skipped"] for r in rs],
+            "perfect_learner": [r["fit_stats"]["perfect_learner"] for r in rs],
+            "screening": rs[0]["fit_stats"]["screening"],
+            "mass_held": [r["fit_stats"]["mass"] for r in rs],
             "eval_misses": [e.get("misses", 0) for e in own],
             "wall_s": [r["wall_s"] for r in rs], "fit_s": [r["extra"]["fit_s"] for r in rs],
         }
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     from bbox_lfm.tasks import load_task
 
     out = Path(args.out)
-    doc: dict[str, Any] = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
+    doc: dict[str, Any] = bundle.load(out) if out.is_file() else {}
     if doc.get("rounds") != args.rounds or doc.get("max_templates") != args.max_templates:
         doc = {}  # another configuration: start over (the cache still replays what it can)
     runs: dict[str, dict[str, Any]] = doc.setdefault("runs", {})
@@ -155,12 +156,12 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 r = run(method, client, task, seed=seed, eval_limit=spec.get("eval_limit"), progress=False)
                 rec = r.to_json()
-                rec["method"] = dict(method.extra_)
+                rec["fit_stats"] = dict(method.extra_)
                 rec["predict_passes"] = getattr(method, "predict_passes_", 0)
                 rec["benchmark_wall_s"] = round(time.perf_counter() - t0, 1)
                 runs.setdefault(group, {})[str(seed)] = rec
                 if out.is_file():  # another process (other groups, same cache) may have written runs meanwhile
-                    disk = json.loads(out.read_text(encoding="utf-8")).get("runs", {})
+                    disk = bundle.load(out).get("runs", {})
                     for g, by_seed in disk.items():
                         for s, r_ in by_seed.items():
                             runs.setdefault(g, {}).setdefault(s, r_)
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                             "groups": {g: GROUPS[g] for g in runs}, "summary": summary, "table_md": _table(summary),
                             "missing": {g: [s for s in SEEDS if str(s) not in runs.get(g, {})] for g in GROUPS}})
                 out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps(doc, indent=2, sort_keys=True, default=float) + "\n", encoding="utf-8")
+                bundle.dump(out, doc, "promptboosting")
                 print(f"{group} seed {seed}: eval {r.eval['accuracy']:.4f} (n={r.eval['n']}), dev {r.dev['accuracy']}, "
                       f"ensemble {method.extra_['ensemble_size']} learners over "
                       f"{method.extra_['passes_per_test_example']} templates, wall {rec['benchmark_wall_s']}s",
