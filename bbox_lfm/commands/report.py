@@ -99,12 +99,17 @@ def _mean_std(xs: list[float]) -> str:
     return f"{100 * statistics.fmean(xs):.1f} ± {100 * sd:.1f}"
 
 
-def summary_table(runs: Sequence[dict[str, Any]]) -> str:
-    """Eval accuracy and F1 as mean ± std over seeds, one row per (task, method), one column
-    group per metric; ``eval n`` says how many eval rows each run scored."""
+def _by_task_and_label(runs: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
         groups[(r["task"], _label(r))].append(r)
+    return groups
+
+
+def summary_table(runs: Sequence[dict[str, Any]]) -> str:
+    """Eval accuracy and F1 as mean ± std over seeds, one row per (task, method), one column
+    group per metric; ``eval n`` says how many eval rows each run scored."""
+    groups = _by_task_and_label(runs)
     head = ("| task | method | seeds | eval n | eval acc (mean ± std) | eval F1 (mean ± std) | search calls |\n"
             "| --- | --- | --- | --- | --- | --- | --- |")
     rows = []
@@ -125,9 +130,7 @@ def _mean(xs: Sequence[float]) -> float | None:
 def leaderboard_table(runs: Sequence[dict[str, Any]]) -> str:
     """Task x method: eval accuracy mean ± std over seeds beside the start prompt's, the mean gain
     over it, the seeds where the start was kept, search calls and wall seconds per seed."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in runs:
-        groups[(r["task"], _label(r))].append(r)
+    groups = _by_task_and_label(runs)
     head = ("| task | method | seeds | eval n | start eval acc | eval acc (mean ± std) | gain (points) | start kept "
             "| search calls | wall s / seed |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = []
