@@ -197,6 +197,12 @@ def plot_leaderboard(runs: Sequence[dict[str, Any]], path: str | Path) -> Path:
         ax.set_ylabel("dev accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -228,12 +234,7 @@ def plot_curves(runs: Sequence[dict[str, Any]], path: str | Path) -> Path:
     ax.set_xlabel("calls")
     ax.set_ylabel("dev accuracy (%)")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def run(args: argparse.Namespace) -> int:
