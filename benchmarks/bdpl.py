@@ -33,15 +33,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import bundle  # benchmarks/bundle.py
+from common import machine, mean_std  # benchmarks/common.py
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -84,25 +82,10 @@ def _write(out: Path, doc: dict[str, Any], client: Any, args: argparse.Namespace
            runs: dict[str, dict[str, Any]]) -> None:
     """Rewrite the results file (after every run: an interrupted benchmark keeps what finished)."""
     _fill(doc, runs, model=client.model, provider=client.profile.name, budget=args.budget,
-          eval_limit=args.eval_limit, machine=_machine(),
+          eval_limit=args.eval_limit, machine=machine(),
           command="python benchmarks/bdpl.py " + " ".join(sys.argv[1:] if argv is None else argv),
           seeds=args.seeds, variants=args.variants)
     _dump(out, doc)
-
-
-def _machine() -> str:
-    """Where the local server ran (its device decides the speed, not the figures' meaning) and
-    with which torch and transformers (a transformers release once changed the figures)."""
-    import torch
-    import transformers
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}, "
-            f"transformers {transformers.__version__}")
-
-
-def _mean_std(xs: list[float]) -> dict[str, float | None]:
-    return {"mean": statistics.fmean(xs) if xs else None, "std": statistics.stdev(xs) if len(xs) > 1 else None}
 
 
 def _beside() -> dict[str, Any]:
@@ -138,9 +121,9 @@ def _summary(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         rs = list(by_seed.values())
         out[variant] = {
             "seeds": sorted(int(s) for s in by_seed),
-            "eval_accuracy": _mean_std([r["eval"]["accuracy"] for r in rs]),
-            "eval_f1": _mean_std([r["eval"]["f1"] for r in rs]),
-            "dev_accuracy": _mean_std([r["dev"]["accuracy"] for r in rs]),
+            "eval_accuracy": mean_std([r["eval"]["accuracy"] for r in rs]),
+            "eval_f1": mean_std([r["eval"]["f1"] for r in rs]),
+            "dev_accuracy": mean_std([r["dev"]["accuracy"] for r in rs]),
             "search_calls": [r["extra"]["bdpl"]["calls"] for r in rs],
             "misses": {"search": sum(r["extra"]["bdpl"]["search_misses"] for r in rs),
                        "dev_selection": sum(r["extra"]["bdpl"]["dev_misses"] for r in rs),
@@ -149,7 +132,7 @@ def _summary(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         }
         exact = [r["extra"]["eval_exact"]["accuracy"] for r in rs if "eval_exact" in r["extra"]]
         if exact:
-            out[variant]["eval_accuracy_scored_exactly"] = _mean_std(exact)
+            out[variant]["eval_accuracy_scored_exactly"] = mean_std(exact)
     return out
 
 
@@ -226,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           progress=False).to_json()
                 rec["extra"]["template"] = {"template": vtask.template, "label_words": list(vtask.label_words)}
                 rec["wall_s"] = round(time.perf_counter() - t0, 1)
-                rec["machine"] = _machine()
+                rec["machine"] = machine()
                 runs.setdefault(variant, {})[str(seed)] = rec
                 _write(out, doc, client, args, argv, runs)
                 ev = rec["eval"]

@@ -31,8 +31,6 @@ groups at once (each merges the other's finished runs before writing). Run it in
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -40,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import bundle  # benchmarks/bundle.py
+from common import machine, mean_std  # benchmarks/common.py
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -56,19 +55,6 @@ BAR = {"sst2": ("best manual template", 78.6), "mr": ("best manual template", 76
        "agnews": ("best-of-N", 66.8)}
 
 
-def _machine() -> str:
-    import torch
-    import transformers
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), {gpu}, torch {torch.__version__}, "
-            f"transformers {transformers.__version__}")
-
-
-def _mean_std(xs: list[float]) -> dict[str, float | None]:
-    return {"mean": statistics.fmean(xs) if xs else None, "std": statistics.stdev(xs) if len(xs) > 1 else None}
-
-
 def _summary(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for group, by_seed in runs.items():
@@ -76,13 +62,13 @@ def _summary(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         task = GROUPS[group]["task"]
         # the ensemble's own figures: a harness that guards prompt searches keeps them in extra["search"]
         own = [r["extra"].get("search", {}).get("eval") or r["eval"] for r in rs]
-        acc = _mean_std([100 * e["accuracy"] for e in own])
+        acc = mean_std([100 * e["accuracy"] for e in own])
         s: dict[str, Any] = {
             "task": task, "seeds": sorted(int(k) for k in by_seed), "eval_n": rs[0]["eval"]["n"],
-            "eval_accuracy_pct": acc, "eval_f1_pct": _mean_std([100 * e["f1"] for e in own]),
-            "guarded_eval_accuracy_pct": _mean_std([100 * r["eval"]["accuracy"] for r in rs]),
+            "eval_accuracy_pct": acc, "eval_f1_pct": mean_std([100 * e["f1"] for e in own]),
+            "guarded_eval_accuracy_pct": mean_std([100 * r["eval"]["accuracy"] for r in rs]),
             "selection": [r["extra"].get("selection", {}).get("chosen", "search") for r in rs],
-            "dev_accuracy_pct": _mean_std([100 * (r["extra"].get("search", {}).get("dev") or r["dev"])["accuracy"]
+            "dev_accuracy_pct": mean_std([100 * (r["extra"].get("search", {}).get("dev") or r["dev"])["accuracy"]
                                            for r in rs]),
             "search_calls": [r["budget_spent"]["calls"] for r in rs],
             "training_forward_passes": [r["fit_stats"]["forward_passes_training"] for r in rs],
@@ -168,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 summary = _summary(runs)
                 doc.update({"benchmark": "promptboosting", "issue": 20, "model": client.model,
                             "provider": client.profile.name, "rounds": args.rounds,
-                            "max_templates": args.max_templates, "machine": _machine(),
+                            "max_templates": args.max_templates, "machine": machine(),
                             "command": "python benchmarks/promptboosting.py " + " ".join(
                                 sys.argv[1:] if argv is None else argv),
                             "groups": {g: GROUPS[g] for g in runs}, "summary": summary, "table_md": _table(summary),

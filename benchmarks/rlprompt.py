@@ -25,32 +25,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import bundle  # benchmarks/bundle.py
+from common import machine, mean_std  # benchmarks/common.py
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 BUDGET = 1200  # the budget of the BBT and BDPL rows, in calls
-
-
-def _machine() -> str:
-    import torch
-    import transformers
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}, "
-            f"transformers {transformers.__version__}")
-
-
-def _mean_std(xs: list[float]) -> dict[str, float | None]:
-    return {"mean": statistics.fmean(xs) if xs else None, "std": statistics.stdev(xs) if len(xs) > 1 else None}
 
 
 def _summary(doc: dict[str, Any]) -> dict[str, Any]:
@@ -59,10 +44,10 @@ def _summary(doc: dict[str, Any]) -> dict[str, Any]:
         rs = list(by_seed.values())
         out[task] = {
             "seeds": sorted(int(s) for s in by_seed),
-            "eval_accuracy": _mean_std([r["eval"]["accuracy"] for r in rs]),
-            "eval_f1": _mean_std([r["eval"]["f1"] for r in rs]),
-            "dev_accuracy": _mean_std([r["dev"]["accuracy"] for r in rs]),
-            "best_sampled_eval_accuracy": _mean_std([r["extra"]["best_sampled_eval"]["accuracy"] for r in rs
+            "eval_accuracy": mean_std([r["eval"]["accuracy"] for r in rs]),
+            "eval_f1": mean_std([r["eval"]["f1"] for r in rs]),
+            "dev_accuracy": mean_std([r["dev"]["accuracy"] for r in rs]),
+            "best_sampled_eval_accuracy": mean_std([r["extra"]["best_sampled_eval"]["accuracy"] for r in rs
                                                      if r["extra"].get("best_sampled_eval")]),
             "template_empty_prompt": (doc.get("template_empty_prompt") or {}).get(task),
             "search_calls": [r["extra"]["rlprompt"]["calls"] for r in rs],
@@ -179,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 rec["extra"]["template_empty_dev"] = evaluate(client, task, task.few_shot(seed=seed).dev, prompt="",
                                                               progress=False).to_json()
                 rec["wall_s"] = round(time.perf_counter() - t0, 1)
-                rec["machine"] = _machine()
+                rec["machine"] = machine()
                 doc["runs"].setdefault(task_name, {})[str(seed)] = rec
                 _write(out, doc, plot)
                 ev = rec["eval"]

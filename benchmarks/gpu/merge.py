@@ -30,6 +30,7 @@ sys.path.insert(0, str(BENCH))
 import bbt  # benchmarks/bbt.py
 import bdpl  # benchmarks/bdpl.py
 import bundle  # benchmarks/bundle.py
+from common import machine  # benchmarks/common.py
 
 
 def _same(a: float, b: float, n: int) -> bool:
@@ -91,7 +92,7 @@ def _verifier(model: str | None, tolerance: float) -> Any:
             if there is None or abs(there["accuracy"] - met["accuracy"]) > tolerance:
                 raise SystemExit(f"{variant} seed {rec['seed']}: {key} accuracy {there and there['accuracy']} "
                                  f"there, {met['accuracy']:.4f} here (tolerance {tolerance})")
-        rec["verified_here"] = {**here, "tolerance": tolerance, "machine": bdpl._machine()}
+        rec["verified_here"] = {**here, "tolerance": tolerance, "machine": machine()}
 
     return check
 
