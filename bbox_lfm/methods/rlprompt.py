@@ -396,6 +396,7 @@ class RLPrompt(Method):
         check(len(split.train) >= 1, "the task's few-shot train split", "at least one example", len(split.train))
         self.task_ = task
         self.task_source_ = getattr(task, "source", "") or task.name
+        self.template_, self.label_words_ = task.template, tuple(task.label_words)
         policy = Policy(load_backbone(self.policy_model, self.policy_device), hidden=self.mlp_hidden,
                         source=self.source, seed=self.seed)
         self.policy_ = policy
@@ -554,9 +555,9 @@ class RLPrompt(Method):
         if not hasattr(self, "best_ids_"):
             raise ConfigError("predict must be called after fit (or load); got an unfitted RLPrompt")
         if not hasattr(self, "task_"):
-            from ..tasks import load_task
+            from ..tasks.start import reload_task
 
-            self.task_ = load_task(self.task_source_)
+            self.task_ = reload_task(self.task_source_, self.template_, self.label_words_)
         if not examples:
             return np.zeros(0, dtype=int)
         texts = [self.task_.format(ex, prompt=self.best_prompt_) for ex in examples]
@@ -569,7 +570,8 @@ class RLPrompt(Method):
         """The learned state as JSON: the prompt, the MLP's weights (base64 float32), the curves."""
         from ..tensors import to_wire
 
-        return {"task": self.task_source_, "best_prompt": self.best_prompt_, "best_ids": self.best_ids_,
+        return {"task": self.task_source_, "template": self.template_, "label_words": list(self.label_words_),
+                "best_prompt": self.best_prompt_, "best_ids": self.best_ids_,
                 "mlp": {k: to_wire(v) for k, v in self.mlp_.items()}, "curve": self.curve_,
                 "history": self.history_, "budget_spent": self.budget_spent_, "eval_spent": self.eval_spent_,
                 "extra": self.extra_}
@@ -579,6 +581,8 @@ class RLPrompt(Method):
         from ..tensors import decode
 
         self.task_source_ = state["task"]
+        self.template_ = state.get("template")
+        self.label_words_ = tuple(state.get("label_words") or ())
         self.best_prompt_ = state["best_prompt"]
         self.best_ids_ = [int(i) for i in state["best_ids"]]
         self.mlp_ = {k: decode(v) for k, v in state["mlp"].items()}

@@ -271,3 +271,31 @@ def test_tiny_run_on_the_local_server_saves_loads_and_replays(local_server, tmp_
         again = RLPrompt(**kw).fit(client, task)
         assert again.budget_spent_["requests"] == 0 and again.eval_spent_["requests"] == 0
         assert again.best_prompt_ == m.best_prompt_ and again.curve_ == m.curve_
+
+
+def test_a_loaded_policy_predicts_with_the_template_it_was_fitted_on(tiny_lm, tmp_path):
+    """A run that started from a template of the user's (not the task's first) keeps it after load."""
+    from bbox_lfm.tasks import load_task
+
+    task = load_task("sample").with_template("Opinion: {text}\nVerdict:", [" terrible", " great"])
+    seen: list[str] = []
+
+    def handler(query):
+        seen.extend(query.prompt)
+        return {"choices": [{"index": i, "text": "", "finish_reason": "length", "label_logprobs": [-1.0, -2.0]}
+                            for i in range(len(query.prompt))], "model": "m"}
+
+    def client() -> Client:
+        return Client("http://mock/v1", adapter=MockAdapter(handler), provider="bbox-lfm", model="m", cache_mode="off")
+
+    m = RLPrompt(prompt_length=2, prompts_per_step=2, budget=4, eval_every=2, mlp_hidden=8, policy_model=tiny_lm,
+                 policy_device="cpu", seed=13).fit(client(), task)
+    loaded = RLPrompt.load(m.save(tmp_path / "rl.json"))
+    examples = task.split(task.eval_split)[:3]
+    seen.clear()
+    m.predict(client(), examples)
+    fitted = list(seen)
+    seen.clear()
+    loaded.predict(client(), examples)
+    assert fitted and all("Verdict:" in p for p in fitted)
+    assert seen == fitted
