@@ -158,3 +158,55 @@ def test_clipped_std_is_five_rounds_of_three_sigma_clipping() -> None:
     x = torch.tensor([0.0] * 200 + [1.0] * 50 + [10.0, 30.0, 100.0, 1000.0])
     assert clipped_std(x, False) == pytest.approx(62.917106, abs=1e-5)
     assert clipped_std(x, True) == pytest.approx(0.488827, abs=1e-5)
+
+
+def _cost(lengths: list[int], ends: list[int], overhead: int) -> int:
+    starts = [0, *ends[:-1]]
+    return sum((b - a) * lengths[b - 1] + overhead for a, b in zip(starts, ends))
+
+
+def test_cut_by_length_is_the_cheapest_cut() -> None:
+    """Every way of cutting a few sorted rows, tried: the DP's cut costs no more than any."""
+    import itertools
+    import random
+
+    from bbox_lfm.serve.prefix import cut_by_length
+
+    rng = random.Random(0)
+    for _ in range(200):
+        n = rng.randint(1, 9)
+        lengths = sorted(rng.randint(1, 60) for _ in range(n))
+        max_rows, overhead, min_rows = rng.randint(1, 9), rng.choice([0, 8, 48]), rng.choice([1, 2])
+        ends = cut_by_length(lengths, max_rows, overhead, min_rows=min_rows)
+        lo = max(1, min(min_rows, n, max_rows))
+        if not any(lo * k <= n <= max_rows * k for k in range(1, n + 1)):
+            lo = 1  # no cut keeps every pass at min_rows or more: it falls back to one row minimum
+        assert ends[-1] == n and all(lo <= b - a <= max_rows for a, b in zip([0, *ends[:-1]], ends))
+        best = None
+        for mask in itertools.product([0, 1], repeat=n - 1):
+            cand = [i + 1 for i, m in enumerate(mask) if m] + [n]
+            if all(lo <= b - a <= max_rows for a, b in zip([0, *cand[:-1]], cand)):
+                c = _cost(lengths, cand, overhead)
+                best = c if best is None else min(best, c)
+        assert best is not None and _cost(lengths, ends, overhead) == best
+
+
+def test_plan_cuts_a_shared_prefix_group_by_length_never_alone() -> None:
+    """32 rows behind one long shared prefix, 5 to 50 tokens after it: several passes of similar
+    lengths (far fewer padded positions than one pass), each with at least two rows so that it
+    can reuse the prefix's keys/values."""
+    import random
+
+    from bbox_lfm.serve.prefix import MIN_SHARED_PREFIX, plan
+    from bbox_lfm.serve.tokenization import Sequence
+
+    rng = random.Random(1)
+    head = tuple(range(1000, 1000 + MIN_SHARED_PREFIX + 6))
+    seqs = [Sequence(head + tuple(rng.randint(1, 999) for _ in range(rng.randint(5, 50))), 1) for _ in range(32)]
+    seqs.append(Sequence(head + tuple(range(90)), 1))  # one much longer row still goes with another
+    passes = plan(seqs, 64)
+    assert sorted(i for p in passes for i in p) == list(range(len(seqs)))
+    assert len(passes) > 1 and all(len(p) >= 2 for p in passes)
+    padded = sum(len(p) * max(len(seqs[i].ids) - len(head) for i in p) for p in passes)
+    one_pass = len(seqs) * max(len(s.ids) - len(head) for s in seqs)
+    assert padded < 0.75 * one_pass
