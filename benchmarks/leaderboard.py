@@ -18,6 +18,12 @@ a rerun replays what was answered and continues; runs the results file already h
 seed, label, budget and eval rows) are kept and skipped. ``benchmarks/results/leaderboard.json``
 (a bundle of RunResults, the shared results format) is rewritten after every run, with the runs
 still missing named in ``missing``. Runs go seed by seed, every task at the first seed first.
+
+One setting per row: a stored run of a task and label this invocation runs, but at another
+budget or eval size (an exploratory 40-call run on 200 rows, say), moves from ``runs`` to
+``earlier`` when the file is rewritten: kept for the record, never averaged with the new seeds
+and not in the table (``bbox-lfm report`` and ``benchmarks/readme.py`` read ``runs``). A later
+invocation at that setting again finds it there and skips it.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from bbox_lfm import Client
-from bbox_lfm.commands.report import leaderboard_table
+from bbox_lfm.commands.report import leaderboard_table, run_setting
 from bbox_lfm.commands.tune import parse_sets
 from bbox_lfm.methods import get, names
 from bbox_lfm.methods.harness import run
@@ -84,6 +90,30 @@ def _key(r: dict[str, Any]) -> tuple[str, int, str]:
     return r["task"], r["seed"], r["extra"]["label"]
 
 
+Setting = tuple[int | None, int]
+
+
+def sort_stored(stored: list[dict[str, Any]], wanted: dict[tuple[str, str], Setting]
+                ) -> tuple[dict[tuple[str, int, str], dict[str, Any]], list[dict[str, Any]]]:
+    """``(runs, earlier)``: the stored runs (oldest first) split by setting. ``wanted`` maps
+    (task, label) to the (budget, eval n) this invocation runs it at (:func:`run_setting`); a run
+    of such a pair at another setting goes to ``earlier``, as does one displaced from its
+    (task, seed, label) by a later run of another setting. A later run of the same setting
+    replaces an earlier one."""
+    runs: dict[tuple[str, int, str], dict[str, Any]] = {}
+    earlier: list[dict[str, Any]] = []
+    for r in stored:
+        want = wanted.get((r["task"], r["extra"]["label"]))
+        if want is not None and run_setting(r) != want:
+            earlier.append(r)
+            continue
+        old = runs.get(_key(r))
+        if old is not None and run_setting(old) != run_setting(r):
+            earlier.append(old)
+        runs[_key(r)] = r
+    return runs, earlier
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="+", default=["sst2", "mr"])
@@ -115,23 +145,22 @@ def main() -> int:
     limits = {t: int(n) for t, _, n in (item.partition("=") for item in args.task_eval_limit)}
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.is_file() else {}
-    runs = {_key(r): r for r in previous.get("runs", [])}
-    for other in args.merge:  # runs measured by another process at the same settings
-        runs.update({_key(r): r for r in json.loads(Path(other).read_text()).get("runs", [])})
     tasks = {name: load_task(name) for name in args.tasks}
     plan = [(seed, name, lb, m) for seed in args.seeds for name in tasks
             for lb, m in entries(seed, args.budget, methods, args.baselines, sets)]
 
-    def done(seed: int, name: str, lb: str, m: Any) -> bool:
-        r = runs.get((name, seed, lb))
-        if r is None:
-            return False
-        limit = limits.get(name, args.eval_limit)
-        rows = len(tasks[name].split("eval"))
-        same_budget = m.get_config().get("budget") == r["config"].get("budget")
-        return same_budget and r["eval"]["n"] == (rows if limit is None else min(rows, limit))
+    def setting(name: str, m: Any) -> Setting:
+        """(budget, eval n) a run of ``m`` on task ``name`` gets in this invocation."""
+        limit, rows = limits.get(name, args.eval_limit), len(tasks[name].split("eval"))
+        budget = m.get_config().get("budget")
+        return (None if budget is None else int(budget)), (rows if limit is None else min(rows, limit))
 
-    todo = [(s, n, lb, m) for s, n, lb, m in plan if not done(s, n, lb, m)]
+    wanted = {(name, lb): setting(name, m) for _, name, lb, m in plan}
+    stored = previous.get("earlier", []) + previous.get("runs", [])
+    for other in args.merge:  # runs measured by another process (at the same settings, else set apart)
+        stored += json.loads(Path(other).read_text()).get("runs", [])
+    runs, earlier = sort_stored(stored, wanted)
+    todo = [(s, n, lb, m) for s, n, lb, m in plan if (n, s, lb) not in runs]
     missing = [{"task": n, "seed": s, "label": lb} for s, n, lb, _ in todo]
     if args.dry_run:
         print(json.dumps(missing, indent=1))
@@ -139,7 +168,7 @@ def main() -> int:
     if not todo:  # nothing to measure: write what the files hold (merged runs, a fresh table)
         first = next(iter(runs.values()), {})
         write_result(out, bundle(list(runs.values()), missing, args, methods, sets, tasks, first.get("model"),
-                                 first.get("provider"), previous.get("wall_s_last_invocation", 0.0)))
+                                 first.get("provider"), previous.get("wall_s_last_invocation", 0.0), earlier))
         print(leaderboard_table(list(runs.values())))
         return 0
 
@@ -169,7 +198,7 @@ def main() -> int:
                                                      f", kept {kept}" if kept else "")
                       + f"; {time.perf_counter() - t0:.0f} s", flush=True)
                 write_result(out, bundle(list(runs.values()), missing, args, methods, sets, tasks, client.model,
-                                         client.profile.name, time.perf_counter() - t_start))
+                                         client.profile.name, time.perf_counter() - t_start, earlier))
     finally:
         if server is not None:
             server.stop()
@@ -179,8 +208,9 @@ def main() -> int:
 
 def bundle(runs: list[dict[str, Any]], missing: list[dict[str, Any]], args: argparse.Namespace, methods: list[str],
            sets: dict[str, dict[str, Any]], tasks: dict[str, Any], model: str | None, provider: str | None,
-           wall_s: float) -> dict[str, Any]:
-    """The results file: every run (RunResult JSON), the set-up, what is missing, the table."""
+           wall_s: float, earlier: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The results file: every run (RunResult JSON), the set-up, what is missing, the table, and
+    the runs of earlier settings set apart (``earlier``, not in the table)."""
     return {"schema": SCHEMA_VERSION, "kind": "bundle", "benchmark": "leaderboard", "model": model,
             "provider": provider,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU",
@@ -190,7 +220,7 @@ def bundle(runs: list[dict[str, Any]], missing: list[dict[str, Any]], args: argp
             "selection": "the start prompt is kept unless the searched prompt fixes at least max(2, "
                          "ceil(sqrt(fixed + broken))) more dev rows than it breaks (bbox_lfm.methods.harness)",
             "missing": missing, "wall_s_last_invocation": round(wall_s, 1),
-            "table_md": leaderboard_table(runs), "runs": runs}
+            "table_md": leaderboard_table(runs), "runs": runs, "earlier": list(earlier or [])}
 
 
 if __name__ == "__main__":

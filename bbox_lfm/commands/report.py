@@ -8,11 +8,15 @@ models; speed-benchmark files (``"kind": "speed"``) are skipped with a note. A r
 tables is ``extra.label`` when the run has one (e.g. ``zero-shot (template 2)``), else its method.
 
 A leaderboard bundle (``"benchmark": "leaderboard"``, written by ``benchmarks/leaderboard.py``)
-gets the leaderboard instead: one row per task and method with the start prompt's eval
+gets the leaderboard instead: one row per task, method and setting with the start prompt's eval
 accuracy, the method's mean ± std over seeds, the gain, how often the start was kept, calls and
 wall time (:func:`leaderboard_table`), and a figure of dev accuracy against calls with a panel
 per task, every method on one axis, each curve starting at its start prompt's dev accuracy at 0
 calls (:func:`plot_leaderboard`).
+
+Seeds are averaged only within one setting (:func:`run_setting`: the search budget and the
+number of eval rows scored): a 40-call run on 200 rows and a 600-call run on the full split of
+the same method are two rows, never one mean.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from typing import Any
 from ..errors import ConfigError
 from ..results import read_results
 
-__all__ = ["leaderboard_table", "load_runs", "plot_curves", "plot_leaderboard", "runs_table", "summary_table"]
+__all__ = ["leaderboard_table", "load_runs", "mean_std", "plot_curves", "plot_leaderboard", "run_label",
+           "run_setting", "runs_table", "search_calls", "summary_table"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -65,7 +70,8 @@ def load_runs(paths: Iterable[str | Path], *, skipped: list[str] | None = None) 
     return runs
 
 
-def _label(r: dict[str, Any]) -> str:
+def run_label(r: dict[str, Any]) -> str:
+    """A run's name in the tables: ``extra.label``, else ``label``, else its method."""
     return str((r.get("extra") or {}).get("label") or r.get("label") or r["method"])
 
 
@@ -78,9 +84,9 @@ def runs_table(runs: Sequence[dict[str, Any]]) -> str:
     head = ("| task | method | seed | model | dev acc | eval acc | eval F1 | eval n | search calls | search requests "
             "| eval calls | wall s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = []
-    for r in sorted(runs, key=lambda r: (r["task"], _label(r), str(r.get("seed")))):
+    for r in sorted(runs, key=lambda r: (r["task"], run_label(r), str(r.get("seed")))):
         dev, ev = r.get("dev") or {}, r["eval"]
-        rows.append(f"| {r['task']} | {_label(r)} | {r.get('seed')} | {r.get('model', '')} | "
+        rows.append(f"| {r['task']} | {run_label(r)} | {r.get('seed')} | {r.get('model', '')} | "
                     f"{_pct(dev.get('accuracy'))} | {_pct(ev.get('accuracy'))} | {_pct(ev.get('f1'))} | "
                     f"{ev.get('n', '')} | {(r.get('budget_spent') or {}).get('calls', '')} | "
                     f"{(r.get('budget_spent') or {}).get('requests', '-')} | "
@@ -92,34 +98,53 @@ def _seconds(x: Any) -> str:
     return "-" if x is None else f"{float(x):.1f}"
 
 
-def _mean_std(xs: list[float]) -> str:
+def mean_std(xs: list[float]) -> str:
+    """Mean ± sample std in percent; one value alone (a single seed has no spread to show)."""
     if not xs:
         return "-"
-    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{100 * statistics.fmean(xs):.1f} ± {100 * sd:.1f}"
+    if len(xs) == 1:
+        return f"{100 * xs[0]:.1f}"
+    return f"{100 * statistics.fmean(xs):.1f} ± {100 * statistics.stdev(xs):.1f}"
 
 
-def _by_task_and_label(runs: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+def run_setting(r: dict[str, Any]) -> tuple[int | None, int]:
+    """``(budget, eval n)`` of a run: the search budget it was given (``config.budget``; None for a
+    baseline, which has none) and the eval rows it was scored on. Runs average over seeds only
+    when both match."""
+    budget = (r.get("config") or {}).get("budget")
+    return (None if budget is None else int(budget)), int(r["eval"].get("n") or 0)
+
+
+_Group = tuple[str, str, int | None, int]
+
+
+def _groups(runs: Sequence[dict[str, Any]]) -> dict[_Group, list[dict[str, Any]]]:
+    """Runs by (task, label, budget, eval n): the seeds of one setting."""
+    groups: dict[_Group, list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
-        groups[(r["task"], _label(r))].append(r)
+        groups[(r["task"], run_label(r), *run_setting(r))].append(r)
     return groups
+
+
+def _group_order(key: _Group) -> tuple[str, str, int, int]:
+    task, label, budget, n = key
+    return task, label, -1 if budget is None else budget, n
 
 
 def summary_table(runs: Sequence[dict[str, Any]]) -> str:
     """Eval accuracy and F1 as mean ± std over seeds, one row per (task, method), one column
     group per metric; ``eval n`` says how many eval rows each run scored."""
-    groups = _by_task_and_label(runs)
+    groups = _groups(runs)
     head = ("| task | method | seeds | eval n | eval acc (mean ± std) | eval F1 (mean ± std) | search calls |\n"
             "| --- | --- | --- | --- | --- | --- | --- |")
     rows = []
-    for (task, label), rs in sorted(groups.items()):
+    for (task, label, _, _), rs in sorted(groups.items(), key=lambda kv: _group_order(kv[0])):
         accs = [float(r["eval"]["accuracy"]) for r in rs if r["eval"].get("accuracy") is not None]
         f1s = [float(r["eval"]["f1"]) for r in rs if r["eval"].get("f1") is not None]
         ns = sorted({int(r["eval"].get("n") or 0) for r in rs})
         calls = sorted({int((r.get("budget_spent") or {}).get("calls") or 0) for r in rs})
-        rows.append(f"| {task} | {label} | {len(rs)} | {'/'.join(map(str, ns))} | {_mean_std(accs)} | "
-                    f"{_mean_std(f1s)} | {'/'.join(map(str, calls))} |")
+        rows.append(f"| {task} | {label} | {len(rs)} | {'/'.join(map(str, ns))} | {mean_std(accs)} | "
+                    f"{mean_std(f1s)} | {'/'.join(map(str, calls))} |")
     return "\n".join([head, *rows])
 
 
@@ -128,30 +153,36 @@ def _mean(xs: Sequence[float]) -> float | None:
 
 
 def leaderboard_table(runs: Sequence[dict[str, Any]]) -> str:
-    """Task x method: eval accuracy mean ± std over seeds beside the start prompt's, the mean gain
-    over it, the seeds where the start was kept, search calls and wall seconds per seed."""
-    groups = _by_task_and_label(runs)
-    head = ("| task | method | seeds | eval n | start eval acc | eval acc (mean ± std) | gain (points) | start kept "
-            "| search calls | wall s / seed |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    """Task x method x setting: eval accuracy mean ± std over the seeds of one budget and one eval
+    size (:func:`run_setting`) beside the start prompt's, the mean gain over it, the searched
+    prompt's own eval accuracy (whether kept or not), the seeds where the start was kept, search
+    calls and wall seconds per seed."""
+    groups = _groups(runs)
+    head = ("| task | method | budget | seeds | eval n | start eval acc | eval acc (mean ± std) | gain (points) "
+            "| searched prompt eval acc | start kept | search calls | wall s / seed |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = []
-    for (task, label), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], _order(kv[1][0]), kv[0][1])):
+    for (task, label, budget, n), rs in sorted(groups.items(),
+                                               key=lambda kv: (kv[0][0], _order(kv[1][0]), _group_order(kv[0]))):
+        extras = [r.get("extra") or {} for r in rs]
         accs = [float(r["eval"]["accuracy"]) for r in rs if r["eval"].get("accuracy") is not None]
-        starts = [float(r["extra"]["start"]["eval"]["accuracy"]) for r in rs if "start" in (r.get("extra") or {})]
-        gains = [float(r["extra"]["gain"]["eval_accuracy"]) for r in rs if "gain" in (r.get("extra") or {})]
-        kept = [r["extra"]["selection"]["chosen"] == "start" for r in rs if "selection" in (r.get("extra") or {})]
-        ns = sorted({int(r["eval"].get("n") or 0) for r in rs})
-        calls = _mean([_calls(r) for r in rs])
+        starts = [float(x["start"]["eval"]["accuracy"]) for x in extras if "start" in x]
+        gains = [float(x["gain"]["eval_accuracy"]) for x in extras if "gain" in x]
+        found = [float(x["search"]["eval"]["accuracy"]) for x in extras
+                 if ((x.get("search") or {}).get("eval") or {}).get("accuracy") is not None]
+        kept = [x["selection"]["chosen"] == "start" for x in extras if "selection" in x]
+        calls = _mean([search_calls(r) for r in rs])
         seeds = ",".join(str(r.get("seed")) for r in sorted(rs, key=lambda r: str(r.get("seed"))))
-        start = _mean(starts)
         gain = _mean(gains)
-        rows.append(f"| {task} | {label} | {seeds} | {'/'.join(map(str, ns))} | {_pct(start)} | {_mean_std(accs)} | "
-                    f"{'-' if gain is None else f'{100 * gain:+.1f}'} | "
-                    f"{f'{sum(kept)}/{len(kept)}' if kept else '-'} | {0 if calls is None else calls:.0f} | "
-                    f"{_mean([float(r['wall_s']) for r in rs if r.get('wall_s') is not None]) or 0:.0f} |")
+        rows.append(f"| {task} | {label} | {'-' if budget is None else f'{budget:,}'} | {seeds} | {n:,} | "
+                    f"{_pct(_mean(starts))} | {mean_std(accs)} | {'-' if gain is None else f'{100 * gain:+.1f}'} | "
+                    f"{mean_std(found) if found else '-'} | {f'{sum(kept)}/{len(kept)}' if kept else '-'} | "
+                    f"{0 if calls is None else calls:,.0f} | "
+                    f"{_mean([float(r['wall_s']) for r in rs if r.get('wall_s') is not None]) or 0:,.0f} |")
     return "\n".join([head, *rows])
 
 
-def _calls(r: dict[str, Any]) -> float:
+def search_calls(r: dict[str, Any]) -> float:
     """Search calls as the method counts them (its curve's last point: cache hits included)."""
     curve = r.get("curve") or []
     if curve:
@@ -175,14 +206,14 @@ def plot_leaderboard(runs: Sequence[dict[str, Any]], path: str | Path) -> Path:
 
     tasks = sorted({r["task"] for r in runs})
     fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(5.5 * max(1, len(tasks)), 4.2), squeeze=False)
-    labels = sorted({_label(r) for r in runs}, key=lambda lb: (lb not in {_label(r) for r in runs
+    labels = sorted({run_label(r) for r in runs}, key=lambda lb: (lb not in {run_label(r) for r in runs
                                                                           if "start" not in (r.get("extra") or {})}, lb))
     colours = {lb: f"C{i % 10}" for i, lb in enumerate(labels)}
     for ax, task in zip(axes[0], tasks):
         mine = [r for r in runs if r["task"] == task]
         shown: set[str] = set()
-        for r in sorted(mine, key=lambda r: (_label(r), str(r.get("seed")))):
-            lb, extra = _label(r), r.get("extra") or {}
+        for r in sorted(mine, key=lambda r: (run_label(r), str(r.get("seed")))):
+            lb, extra = run_label(r), r.get("extra") or {}
             curve = list(r.get("curve") or [])
             if "start" in extra and extra["start"]["dev"].get("accuracy") is not None:
                 curve = [{"calls": 0, "dev_accuracy": extra["start"]["dev"]["accuracy"]}, *curve]
@@ -220,12 +251,12 @@ def plot_curves(runs: Sequence[dict[str, Any]], path: str | Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = 0
-    for r in sorted(runs, key=lambda r: (r["task"], _label(r), str(r.get("seed")))):
+    for r in sorted(runs, key=lambda r: (r["task"], run_label(r), str(r.get("seed")))):
         curve = r.get("curve") or []
         if not curve:
             continue
         ax.plot([p["calls"] for p in curve], [100 * p["dev_accuracy"] for p in curve], marker=".",
-                label=f"{r['task']} {_label(r)} s{r.get('seed')}")
+                label=f"{r['task']} {run_label(r)} s{r.get('seed')}")
         drawn += 1
     if not drawn:
         ax.text(0.5, 0.5, "no run has a curve", ha="center", va="center", transform=ax.transAxes)

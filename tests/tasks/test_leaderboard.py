@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import pytest
 
 from bbox_lfm.cli import main
-from bbox_lfm.commands.report import leaderboard_table, plot_leaderboard
+from bbox_lfm.commands.report import leaderboard_table, plot_leaderboard, run_setting, summary_table
 from bbox_lfm.methods import Method, names
 from bbox_lfm.methods.base import registry
 from bbox_lfm.results import write_result
@@ -46,32 +46,76 @@ def test_every_registered_prompt_method_joins_without_naming_it(monkeypatch: pyt
     assert built["bbt (n_prompt_tokens=10)"].n_prompt_tokens == 10 and "zero-shot" in built
 
 
-def _run(task: str, label: str, seed: int, acc: float, start: float | None, chosen: str = "search") -> dict[str, Any]:
+def _run(task: str, label: str, seed: int, acc: float, start: float | None, chosen: str = "search", *,
+         budget: int = 40, n: int = 872, found: float | None = None) -> dict[str, Any]:
     extra: dict[str, Any] = {"label": label}
     curve: list[dict[str, Any]] = []
+    config: dict[str, Any] = {}
     if start is not None:
         extra.update({"start": {"dev": {"accuracy": 0.5}, "eval": {"accuracy": start}},
-                      "gain": {"eval_accuracy": acc - start}, "selection": {"chosen": chosen}})
-        curve = [{"calls": 20, "dev_accuracy": 0.6}, {"calls": 40, "dev_accuracy": 0.7}]
+                      "gain": {"eval_accuracy": acc - start}, "selection": {"chosen": chosen},
+                      "search": {"eval": {"accuracy": acc if found is None else found}}})
+        curve = [{"calls": budget // 2, "dev_accuracy": 0.6}, {"calls": budget, "dev_accuracy": 0.7}]
+        config = {"budget": budget}
     spent = {"calls": 0, "requests": 0, "sequences": 0, "cache_hits": 0}
-    return {"method": label, "config": {}, "task": task, "seed": seed, "provider": "p", "model": "m",
-            "budget_spent": {**spent, "calls": 40 if curve else 0}, "eval_spent": spent, "wall_s": 10.0 * seed,
-            "dev": {"accuracy": 0.6, "f1": 0.6}, "eval": {"accuracy": acc, "f1": acc, "n": 872}, "curve": curve,
+    return {"method": label, "config": config, "task": task, "seed": seed, "provider": "p", "model": "m",
+            "budget_spent": {**spent, "calls": budget if curve else 0}, "eval_spent": spent, "wall_s": 10.0 * seed,
+            "dev": {"accuracy": 0.6, "f1": 0.6}, "eval": {"accuracy": acc, "f1": acc, "n": n}, "curve": curve,
             "prompt": None,
             "version": "0", "commit": "", "extra": extra, "schema": 1}
 
 
 def test_leaderboard_table_and_figure(tmp_path: Path) -> None:
-    runs = [_run("sst2", "bbt", 13, 0.80, 0.78), _run("sst2", "bbt", 21, 0.78, 0.78, "start"),
+    runs = [_run("sst2", "bbt", 13, 0.80, 0.78), _run("sst2", "bbt", 21, 0.78, 0.78, "start", found=0.82),
             _run("sst2", "zero-shot", 13, 0.78, None), _run("mr", "bbt", 13, 0.70, 0.76)]
     table = leaderboard_table(runs)
-    assert "| sst2 | bbt | 13,21 | 872 | 78.0 | 79.0 ± 1.4 | +1.0 | 1/2 | 40 | 170 |" in table
-    assert "| sst2 | zero-shot | 13 | 872 | - | 78.0 ± 0.0 | - | - | 0 | 130 |" in table
-    assert "| mr | bbt | 13 | 872 | 76.0 | 70.0 ± 0.0 | -6.0 | 0/1 | 40 | 130 |" in table
+    assert "| sst2 | bbt | 40 | 13,21 | 872 | 78.0 | 79.0 ± 1.4 | +1.0 | 81.0 ± 1.4 | 1/2 | 40 | 170 |" in table
+    assert "| sst2 | zero-shot | - | 13 | 872 | - | 78.0 | - | - | - | 0 | 130 |" in table
+    assert "| mr | bbt | 40 | 13 | 872 | 76.0 | 70.0 | -6.0 | 70.0 | 0/1 | 40 | 130 |" in table
     png = plot_leaderboard(runs, tmp_path / "b.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     path = write_result(tmp_path / "leaderboard.json", {"schema": 1, "kind": "bundle", "benchmark": "leaderboard",
                                                             "runs": runs})
     md = tmp_path / "t.md"
     assert main(["report", str(path), "--out-md", str(md), "--out-png", str(tmp_path / "c.png")]) == 0
-    assert md.read_text().startswith("## Leaderboard\n\n| task | method | seeds |")
+    assert md.read_text().startswith("## Leaderboard\n\n| task | method | budget | seeds |")
+
+
+def test_two_budgets_or_eval_sizes_are_never_averaged() -> None:
+    """Exploratory runs (40 calls, 200 rows) beside the real ones (600 calls, full split): one row each."""
+    runs = [_run("sst2", "bbt", 13, 0.795, 0.795, "start", budget=40, n=200),
+            _run("sst2", "bbt", 13, 0.80, 0.78, budget=600), _run("sst2", "bbt", 21, 0.84, 0.78, budget=600),
+            _run("sst2", "bbt", 42, 0.60, 0.60, budget=600, n=200),
+            _run("sst2", "zero-shot", 13, 0.795, None, n=200), _run("sst2", "zero-shot", 13, 0.786, None)]
+    table = leaderboard_table(runs)
+    rows = table.splitlines()[2:]
+    assert len(rows) == 5
+    assert "| sst2 | bbt | 40 | 13 | 200 | 79.5 | 79.5 | +0.0 | 79.5 | 1/1 | 40 | 130 |" in rows
+    assert "| sst2 | bbt | 600 | 13,21 | 872 | 78.0 | 82.0 ± 2.8 | +4.0 | 82.0 ± 2.8 | 0/2 | 600 | 170 |" in rows
+    assert "| sst2 | bbt | 600 | 42 | 200 | 60.0 | 60.0 | +0.0 | 60.0 | 0/1 | 600 | 420 |" in rows
+    assert "| sst2 | zero-shot | - | 13 | 200 | - | 79.5 | - | - | - | 0 | 130 |" in rows
+    assert "| sst2 | zero-shot | - | 13 | 872 | - | 78.6 | - | - | - | 0 | 130 |" in rows
+    summary = summary_table(runs)
+    assert "| sst2 | bbt | 2 | 872 | 82.0 ± 2.8 |" in summary and "| sst2 | bbt | 1 | 200 | 79.5 |" in summary
+    assert run_setting(runs[0]) == (40, 200) and run_setting(runs[-1]) == (None, 872)
+
+
+def test_a_rewrite_sets_runs_of_an_older_setting_apart() -> None:
+    board = _script()
+    old40 = _run("sst2", "bbt", 13, 0.795, 0.795, budget=40, n=200)
+    old_zero = _run("sst2", "zero-shot", 13, 0.795, None, n=200)
+    new600 = _run("sst2", "bbt", 21, 0.80, 0.78, budget=600)
+    elsewhere = _run("agnews", "bbt", 13, 0.70, 0.68, budget=40, n=500)  # a task this invocation does not run
+    wanted = {("sst2", "bbt"): (600, 872), ("sst2", "zero-shot"): (None, 872)}
+    runs, earlier = board.sort_stored([old40, old_zero, new600, elsewhere], wanted)
+    assert list(runs.values()) == [new600, elsewhere] and earlier == [old40, old_zero]
+    # stored earlier and back at that setting: found again, so not rerun
+    runs, earlier = board.sort_stored([old40, new600], {("sst2", "bbt"): (40, 200)})
+    assert list(runs.values()) == [old40] and earlier == [new600]
+    # a later run of the same seed and setting replaces the stored one; of another setting displaces it
+    again = {**old40, "wall_s": 1.0}
+    runs, earlier = board.sort_stored([old40, again], {})
+    assert list(runs.values()) == [again] and earlier == []
+    other = {**_run("sst2", "bbt", 13, 0.81, 0.78, budget=600)}
+    runs, earlier = board.sort_stored([old40, other], {})
+    assert list(runs.values()) == [other] and earlier == [old40]
