@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--eval-limit", type=int, default=None, help="score a seeded subsample of N eval rows")
     p.add_argument("--no-guard", action="store_true",
                    help="report the searched prompt even where it does not clearly beat the start on dev")
+    p.add_argument("--guard", choices=["rows", "ce"], default="rows",
+                   help="how the searched prompt must beat the start on dev: rows it fixes minus rows it breaks "
+                        "(default), or the gold label's log-probability (ce)")
     p.add_argument("--out", required=True, help="results JSON path")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_client_args(p)
@@ -111,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
               f"{projected if projected is not None else 'unknown'} (budget {args.budget}); "
               f"dev and eval scoring are counted apart", flush=True)
         result = run_method(method, client, task, seed=args.seed, eval_limit=args.eval_limit,
-                            progress=not args.no_progress, start=start, guard=not args.no_guard)
+                            progress=not args.no_progress, start=start, guard=False if args.no_guard else ("ce" if args.guard == "ce" else True))
         result.extra["method"] = dict(getattr(method, "extra_", {}) or {})
         write_result(args.out, result)
         for warning in result.extra["method"].get("warnings") or ():  # e.g. RLPrompt's collapse guard

@@ -42,6 +42,9 @@ class Method:
     #: leaderboard runs every such method; the harness keeps the start prompt unless the search
     #: beats it); ``"baseline"``: searches nothing; ``"student"``: trains a local model
     kind: ClassVar[str] = "prompt"
+    #: whether ``predict`` leaves the label scores behind its answers in ``last_scores_`` (rows x
+    #: labels), which the harness's ``guard="ce"`` compares prompts on
+    leaves_scores: ClassVar[bool] = False
     #: checks of tests/methods/test_contract.py that cannot apply to the method, each with the
     #: reason (every registered class also declares ``tiny_config``, its own, not inherited)
     contract_exempt: ClassVar[dict[str, str]] = {}

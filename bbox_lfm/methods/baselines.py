@@ -36,6 +36,8 @@ __all__ = ["ICL", "BestOfN", "Calibrated", "ZeroShot", "baseline_names"]
 class _TextPromptBaseline(Method):
     """Shared scoring: ``prefix_ + fill(template_, example, prompt)``, label words ``label_words_``."""
 
+    leaves_scores: ClassVar[bool] = True
+
     needs: ClassVar[tuple[str, ...]] = ("logprobs",)
     kind: ClassVar[str] = "baseline"
 
@@ -66,6 +68,7 @@ class _TextPromptBaseline(Method):
                                          extra=self.extra, content_free=self._content_free(),
                                          **getattr(self, "how", {}))
         self.predict_misses_ = getattr(self, "predict_misses_", 0) + misses
+        self.last_scores_ = np.asarray(logprobs)  # the harness compares prompts on these (choose_ce)
         return np.asarray(logprobs.argmax(axis=1)) if len(logprobs) else np.zeros(0, dtype=np.int64)
 
     def _set_prompt(self, template: str, label_words: Sequence[str], task: Task) -> None:

@@ -273,6 +273,8 @@ class BBT(Method):
     calibrate: contextual calibration of every score (search, dev checks, predictions).
     """
 
+    leaves_scores: ClassVar[bool] = True
+
     name: ClassVar[str] = "bbt"
     needs: ClassVar[tuple[str, ...]] = ("soft_prompt", "label_words")
     tiny_config: ClassVar[dict[str, Any]] = {"budget": 8, "popsize": 4, "intrinsic_dim": 4, "n_prompt_tokens": 2,
@@ -383,6 +385,7 @@ class BBT(Method):
         logprobs, _ = score_prompts(client, prompts, self.task_.label_words,
                                     extra={self.prompt_field: self.best_prompt_}, progress=False,
                                     content_free=content_free_prompts(self.task_) if self.calibrate else None)
+        self.last_scores_ = np.asarray(logprobs)  # the harness compares prompts on these (choose_ce)
         return np.asarray(logprobs.argmax(axis=1))
 
     def state(self) -> dict[str, Any]:

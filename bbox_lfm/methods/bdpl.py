@@ -196,6 +196,8 @@ class BDPL(Method):
     calibrate: contextual calibration of every score (search, dev checks, predictions).
     """
 
+    leaves_scores: ClassVar[bool] = True
+
     name: ClassVar[str] = "bdpl"
     needs: ClassVar[tuple[str, ...]] = ("logprobs",)
     tiny_config: ClassVar[dict[str, Any]] = {"budget": 8, "sample_size": 4, "n_candidates": 10, "prompt_length": 2,
@@ -400,6 +402,7 @@ class BDPL(Method):
                                          strategy=self.strategy, endpoint=self.endpoint, top_k=self.top_k,
                                          content_free=cf)
         self.predict_misses_ = getattr(self, "predict_misses_", 0) + misses
+        self.last_scores_ = np.asarray(logprobs)  # the harness compares prompts on these (choose_ce)
         return np.asarray(logprobs.argmax(axis=1))
 
     def state(self) -> dict[str, Any]:

@@ -21,6 +21,14 @@ max(MIN_NET_ROWS, sqrt(fixed + broken))``, a one-sided sign test at one standard
 never fewer than two rows. Otherwise the run reports the start prompt (``extra["selection"]``
 says which was chosen and why; ``extra["search"]`` keeps the searched prompt's own figures).
 ``guard=False`` reports the searched prompt whatever it scores.
+
+Rows right or wrong are a coarse measure on 32 rows: a prompt that moves every dev row's
+probability of its gold label up may still flip none. So the run also records a second,
+finer comparison (``extra["selection_ce"]``, :func:`choose_ce`): the paired difference in the
+dev rows' log-probability of the gold label (normalised over the label words: the cross-entropy
+BBT and BDPL minimise), the searched prompt preferred when its mean gain is at least one standard
+error above zero. It decides only with ``guard="ce"``; by default it is recorded beside the
+row-count rule, for methods whose ``predict`` leaves its label scores in ``last_scores_``.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from ..results import RunResult
 from ..tasks import Example, Start, Task, metrics_from_predictions, subsample
 from .base import Method
 
-__all__ = ["EVAL_SUBSAMPLE_SEED", "MIN_NET_ROWS", "choose", "eval_examples", "run", "score_method"]
+__all__ = ["EVAL_SUBSAMPLE_SEED", "MIN_NET_ROWS", "choose", "choose_ce", "eval_examples", "run", "score_method"]
 
 EVAL_SUBSAMPLE_SEED = 0
 #: the searched prompt must fix at least this many more dev rows than it breaks to replace the start
@@ -55,20 +63,34 @@ def score_method(method: Method, client: Any, task: Task, examples: Sequence[Exa
 def _predict(method: Method, client: Any, task: Task, examples: Sequence[Example], *, progress: bool = True,
              desc: str = "eval") -> tuple[dict[str, Any], np.ndarray]:
     """:func:`score_method`'s metrics and the predictions themselves."""
+    metrics, pred, _ = _predict_scores(method, client, task, examples, progress=progress, desc=desc)
+    return metrics, pred
+
+
+def _predict_scores(method: Method, client: Any, task: Task, examples: Sequence[Example], *, progress: bool = True,
+                    desc: str = "eval") -> tuple[dict[str, Any], np.ndarray, np.ndarray | None]:
+    """`_predict`, plus the label scores behind the predictions (rows x labels) where the method
+    leaves them in ``last_scores_`` after each ``predict``; else None."""
     from tqdm.auto import tqdm
 
     examples = list(examples)
     misses_before = int(getattr(method, "predict_misses_", 0))
     preds: list[np.ndarray] = []
+    scores: list[np.ndarray] | None = []
     with tqdm(total=len(examples), desc=f"{desc} {task.name}", unit="ex", disable=not progress, leave=False) as bar:
         for i in range(0, len(examples), _CHUNK):
             chunk = examples[i:i + _CHUNK]
             preds.append(np.asarray(method.predict(client, chunk)))
+            last = getattr(method, "last_scores_", None)
+            if scores is not None and last is not None and np.shape(last)[:1] == (len(chunk),):
+                scores.append(np.asarray(last, dtype=np.float64))
+            else:
+                scores = None
             bar.update(len(chunk))
     pred = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
     misses = int(getattr(method, "predict_misses_", 0)) - misses_before
     metrics = metrics_from_predictions([ex.label for ex in examples], pred, len(task.labels), misses=misses)
-    return metrics.to_json(), pred
+    return metrics.to_json(), pred, (np.concatenate(scores) if scores else None)
 
 
 def choose(y: Sequence[int] | np.ndarray, start_pred: Sequence[int] | np.ndarray | None,
@@ -84,6 +106,32 @@ def choose(y: Sequence[int] | np.ndarray, start_pred: Sequence[int] | np.ndarray
             "broken))) on the few-shot dev rows"}
 
 
+def choose_ce(y: Sequence[int] | np.ndarray, start_scores: np.ndarray, search_scores: np.ndarray) -> dict[str, Any]:
+    """Whether the searched prompt replaces the start by the dev rows' gold-label log-probability.
+
+    Each prompt's label scores (rows x labels, log-probabilities or calibrated ones) are
+    normalised over the labels; ``gain`` per row is the searched prompt's log-probability of the
+    gold label minus the start's. The search is chosen iff the mean gain is positive and at least
+    one standard error (sample std / sqrt(n)): ``{"chosen", "mean_gain_nats", "se_nats", "n", "rule"}``.
+    """
+    truth = np.asarray(y, dtype=np.int64)
+    a, b = np.asarray(start_scores, dtype=np.float64), np.asarray(search_scores, dtype=np.float64)
+    check(a.shape == b.shape and a.ndim == 2 and a.shape[0] == len(truth), "scores",
+          f"two arrays of shape ({len(truth)}, labels)", f"{a.shape} and {b.shape}")
+
+    def gold(s: np.ndarray) -> np.ndarray:
+        s = s - s.max(axis=1, keepdims=True)
+        return (s - np.log(np.exp(s).sum(axis=1, keepdims=True)))[np.arange(len(truth)), truth]
+
+    gain = gold(b) - gold(a)
+    n = len(gain)
+    mean = float(gain.mean()) if n else 0.0
+    se = float(gain.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
+    return {"chosen": "search" if n > 1 and mean > 0 and mean >= se else "start", "mean_gain_nats": mean,
+            "se_nats": se, "n": n, "rule": "search replaces start iff the mean gain in the dev rows' gold-label "
+            "log-probability (normalised over the labels) is > 0 and >= one standard error"}
+
+
 def _add(a: dict[str, Any], b: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v + (b or {}).get(k, 0) for k, v in a.items()}
 
@@ -96,7 +144,7 @@ def eval_examples(task: Task, *, eval_limit: int | None = None, eval_split: str 
 
 def run(method: Method, client: Any, task: Task, *, seed: int, eval_limit: int | None = None,
         eval_split: str = "eval", progress: bool = True, fit_kwargs: Mapping[str, Any] | None = None,
-        start: Start | None = None, guard: bool = True) -> RunResult:
+        start: Start | None = None, guard: bool | str = True) -> RunResult:
     """Fit ``method`` on ``task`` through ``client``, score it on the few-shot dev split of
     ``seed`` and on ``eval_split``, and return the :class:`RunResult`.
 
@@ -104,13 +152,18 @@ def run(method: Method, client: Any, task: Task, *, seed: int, eval_limit: int |
     ``unlabeled`` texts).
 
     ``start`` sets where the run starts (default: the task's own template); a prompt search is
-    compared with it and keeps it unless the search clearly beats it (``guard``; see the module
+    compared with it and keeps it unless the search clearly beats it (``guard``: True, the
+    row-count rule; ``"ce"``, the gold-label log-probability rule; False, no guard; see the module
     docstring). A method with a ``seed`` attribute must have been built with this ``seed`` (the
     seed names the few-shot split, so two different ones would be a silent mix-up). A task
     without few-shot data (no train split, no shipped split) gets ``dev`` metrics of None.
     """
     from .baselines import ZeroShot
 
+    check(guard in (True, False, "ce"), "guard", 'True, False or "ce"', guard)
+    if guard == "ce" and method.kind == "prompt":
+        check(method.leaves_scores, "guard", f"True or False for {method.name}, whose predict gives labels only "
+              "(\"ce\" compares the label scores)", guard)
     check(getattr(method, "seed", seed) == seed, "seed", f"the method's own seed ({getattr(method, 'seed', None)})",
           seed)
     client.require(*method.needs, needed_by=method.name)
@@ -126,8 +179,8 @@ def run(method: Method, client: Any, task: Task, *, seed: int, eval_limit: int |
     except ConfigError:
         dev_examples = None
     none = {"accuracy": None, "f1": None, "n": 0, "misses": 0}
-    dev, dev_pred = _predict(method, scorer, task, dev_examples, progress=progress, desc="dev") if dev_examples \
-        else (none, None)
+    dev, dev_pred, dev_scores = _predict_scores(method, scorer, task, dev_examples, progress=progress, desc="dev") \
+        if dev_examples else (none, None, None)
     split = task.eval_split if eval_split == "eval" else eval_split
     examples = eval_examples(task, eval_limit=eval_limit, eval_split=eval_split)
     ev = score_method(method, scorer, task, examples, progress=progress, desc="eval")
@@ -138,13 +191,18 @@ def run(method: Method, client: Any, task: Task, *, seed: int, eval_limit: int |
         how = {k: getattr(method, k) for k in ("strategy", "endpoint", "top_k") if hasattr(method, k)}
         base = ZeroShot(template=start.template, label_words=start.label_words, extra=start.extra or None,
                         calibrate=bool(getattr(method, "calibrate", False)), **how).fit(scorer, task)
-        start_dev, start_pred = _predict(base, scorer, task, dev_examples, progress=progress, desc="start dev") \
-            if dev_examples else (none, None)
+        start_dev, start_pred, start_scores = _predict_scores(base, scorer, task, dev_examples, progress=progress,
+                                                              desc="start dev") if dev_examples else (none, None, None)
         start_eval = score_method(base, scorer, task, examples, progress=progress, desc="start eval")
         extra["start"] = {"dev": start_dev, "eval": start_eval, "prompt": base.best_prompt_}
         selection = choose([ex.label for ex in dev_examples], start_pred, dev_pred) if dev_examples \
             else {"chosen": "search", "rule": "no dev data: the searched prompt is kept"}
-        if not guard:
+        if dev_examples and start_scores is not None and dev_scores is not None:
+            extra["selection_ce"] = choose_ce([ex.label for ex in dev_examples], start_scores, dev_scores)
+            if guard == "ce":
+                selection = {**selection, "chosen": extra["selection_ce"]["chosen"],
+                             "rule": "guard 'ce': " + extra["selection_ce"]["rule"]}
+        if guard is False:
             selection = {**selection, "chosen": "search", "rule": "guard off: the searched prompt is kept"}
         extra["selection"] = selection
         extra["search"] = {"dev": dev, "eval": ev}

@@ -310,6 +310,8 @@ class RLPrompt(Method):
     strategy, endpoint, top_k: how label words are scored (see :mod:`bbox_lfm.scoring`).
     """
 
+    leaves_scores: ClassVar[bool] = True
+
     name: ClassVar[str] = "rlprompt"
     needs: ClassVar[tuple[str, ...]] = ("logprobs",)
     #: a tiny run for the conformance suite: two steps of two prompts, a narrow MLP
@@ -564,6 +566,7 @@ class RLPrompt(Method):
         logprobs, misses = score_prompts(client, texts, self.task_.label_words, progress=False,
                                          strategy=self.strategy, endpoint=self.endpoint, top_k=self.top_k)
         self.predict_misses_ = getattr(self, "predict_misses_", 0) + misses
+        self.last_scores_ = np.asarray(logprobs)  # the harness compares prompts on these (choose_ce)
         return np.asarray(logprobs.argmax(axis=1))
 
     def state(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pytest
 from bbox_lfm.cli import main
 from bbox_lfm.errors import ConfigError
 from bbox_lfm.methods import Method, get
-from bbox_lfm.methods.harness import choose, run
+from bbox_lfm.methods.harness import choose, choose_ce, run
 from bbox_lfm.results import read_result, write_result
 from bbox_lfm.tasks import load_task, start_point
 from bbox_lfm.tasks.builtin import BUILTIN
@@ -116,6 +116,71 @@ def test_choose_needs_a_clear_margin_on_dev() -> None:
     # 4 fixed, 2 broken: net 2 < ceil(sqrt(6)) = 3
     s, b = np.array([1] * 4 + [0] * 6), np.array([0] * 2 + [1] * 2 + [1] * 4 + [0] * 2)
     assert choose(y, s, b) == {**choose(y, s, b), "chosen": "start", "fixed": 4, "broken": 2, "needed": 3}
+
+
+def test_choose_ce_against_hand_computed_gains() -> None:
+    """Two rows, two labels, scores given as probabilities: row 0 gold 0, row 1 gold 1.
+    start: p(gold) 0.5 and 0.5; search: 0.8 and 0.6 -> gains ln 1.6 = 0.4700, ln 1.2 = 0.1823;
+    mean 0.3262, sample std 0.1327, se 0.0938: the search (mean > se)."""
+    y = [0, 1]
+    start = np.log(np.array([[0.5, 0.5], [0.5, 0.5]]))
+    search = np.log(np.array([[0.8, 0.2], [0.4, 0.6]])) + 3.0  # unnormalised: the rule normalises over the labels
+    r = choose_ce(y, start, search)
+    assert r["chosen"] == "search" and r["n"] == 2
+    assert r["mean_gain_nats"] == pytest.approx((np.log(1.6) + np.log(1.2)) / 2, abs=1e-12)
+    assert r["se_nats"] == pytest.approx(abs(np.log(1.6) - np.log(1.2)) / 2, abs=1e-12)  # sd/sqrt(2) of two values
+    # one row gains a lot, one loses nearly as much: the mean is under one standard error
+    mixed = np.log(np.array([[0.9, 0.1], [0.8, 0.2]]))  # row 1 gold 1: 0.5 -> 0.2
+    m = choose_ce(y, start, mixed)
+    assert m["chosen"] == "start" and m["mean_gain_nats"] == pytest.approx((np.log(1.8) + np.log(0.4)) / 2)
+    assert choose_ce(y, start, start)["chosen"] == "start"          # no gain keeps the start
+    # K = 3, the same gain on every row: se 0, any positive mean is chosen
+    y3 = [0, 1, 2]
+    s3 = np.log(np.full((3, 3), 1 / 3))
+    b3 = np.log(np.array([[0.5, 0.25, 0.25], [0.25, 0.5, 0.25], [0.25, 0.25, 0.5]]))
+    r3 = choose_ce(y3, s3, b3)
+    assert r3["chosen"] == "search" and r3["mean_gain_nats"] == pytest.approx(np.log(1.5)) and r3["se_nats"] < 1e-12
+    with pytest.raises(ConfigError, match="scores"):
+        choose_ce(y, start, search[:1])
+
+
+class _Scored(Method):
+    """A 'search' whose label scores give every row's gold label probability ``p``."""
+
+    name = "test-scored"
+    leaves_scores = True
+
+    def __init__(self, *, seed: int = 13, p: float = 0.9) -> None:
+        self.seed, self.p = seed, p
+
+    def fit(self, client, task):  # type: ignore[no-untyped-def]
+        self.best_prompt_ = "scored"
+        return self
+
+    def predict(self, client, examples):  # type: ignore[no-untyped-def]
+        gold = np.array([ex.label for ex in examples])
+        scores = np.full((len(examples), 2), np.log(1 - self.p))
+        scores[np.arange(len(examples)), gold] = np.log(self.p)
+        self.last_scores_ = scores
+        return scores.argmax(axis=1)
+
+    def get_config(self):  # type: ignore[no-untyped-def]
+        return {"seed": self.seed, "p": self.p}
+
+
+def test_harness_records_the_ce_comparison_and_decides_by_it_when_asked(mock_client) -> None:  # type: ignore[no-untyped-def]
+    task = load_task("sample")
+    start = start_point(task, template_index=1)
+    r = run(_Scored(), mock_client(sentiment_rule), task, seed=13, progress=False, start=start)
+    assert r.extra["selection_ce"]["n"] == r.dev["n"] and r.extra["selection_ce"]["chosen"] in ("search", "start")
+    assert r.extra["selection"]["rule"].startswith("search replaces start iff fixed")   # the default decides
+    ce = run(_Scored(p=0.999), mock_client(sentiment_rule), task, seed=13, progress=False, start=start, guard="ce")
+    assert ce.extra["selection"]["chosen"] == ce.extra["selection_ce"]["chosen"] == "search"
+    assert ce.extra["selection"]["rule"].startswith("guard 'ce'") and ce.prompt == "scored"
+    with pytest.raises(ConfigError, match="guard"):  # labels only: refused before anything is sent
+        run(_Oracle(), mock_client(sentiment_rule), task, seed=13, progress=False, start=start, guard="ce")
+    with pytest.raises(ConfigError, match="guard"):
+        run(_Scored(), mock_client(sentiment_rule), task, seed=13, progress=False, start=start, guard="yes")
 
 
 class _Oracle(Method):
