@@ -9,7 +9,7 @@ eval accuracy::
 
     python benchmarks/guard_replay.py sst2:13:bbt sst2:13:bbtv2 sst2:13:bdpl
 
-writes ``benchmarks/results/guard_replay.json`` (merged with earlier entries). A replay that
+writes ``benchmarks/results/guard/replay.json`` (merged with earlier entries). A replay that
 reproduces the run's own eval figures shows the cache holds the run whole.
 """
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("runs", nargs="+", help="TASK:SEED:METHOD, as in leaderboard.json")
     ap.add_argument("--budget", type=int, default=600)
     ap.add_argument("--cache", default=str(HERE / ".cache" / "leaderboard.sqlite"))
-    ap.add_argument("--out", default=str(HERE / "results" / "guard_replay.json"))
+    ap.add_argument("--out", default=str(HERE / "results" / "guard" / "replay.json"))
     args = ap.parse_args(argv)
 
     from bbox_lfm import Client
@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from bbox_lfm.tasks import load_task, start_point
 
     out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
     doc.update({"benchmark": "guard_replay", "budget": args.budget, "cache": Path(args.cache).name})
     doc.setdefault("runs", {})
