@@ -61,16 +61,10 @@ def score_method(method: Method, client: Any, task: Task, examples: Sequence[Exa
 
 
 def _predict(method: Method, client: Any, task: Task, examples: Sequence[Example], *, progress: bool = True,
-             desc: str = "eval") -> tuple[dict[str, Any], np.ndarray]:
-    """:func:`score_method`'s metrics and the predictions themselves."""
-    metrics, pred, _ = _predict_scores(method, client, task, examples, progress=progress, desc=desc)
-    return metrics, pred
-
-
-def _predict_scores(method: Method, client: Any, task: Task, examples: Sequence[Example], *, progress: bool = True,
-                    desc: str = "eval") -> tuple[dict[str, Any], np.ndarray, np.ndarray | None]:
-    """`_predict`, plus the label scores behind the predictions (rows x labels) where the method
-    leaves them in ``last_scores_`` after each ``predict``; else None."""
+             desc: str = "eval") -> tuple[dict[str, Any], np.ndarray, np.ndarray | None]:
+    """:func:`score_method`'s metrics, the predictions themselves, and the label scores behind
+    them (rows x labels) where the method leaves them in ``last_scores_`` after each ``predict``;
+    else None."""
     from tqdm.auto import tqdm
 
     examples = list(examples)
@@ -179,7 +173,7 @@ def run(method: Method, client: Any, task: Task, *, seed: int, eval_limit: int |
     except ConfigError:
         dev_examples = None
     none = {"accuracy": None, "f1": None, "n": 0, "misses": 0}
-    dev, dev_pred, dev_scores = _predict_scores(method, scorer, task, dev_examples, progress=progress, desc="dev") \
+    dev, dev_pred, dev_scores = _predict(method, scorer, task, dev_examples, progress=progress, desc="dev") \
         if dev_examples else (none, None, None)
     split = task.eval_split if eval_split == "eval" else eval_split
     examples = eval_examples(task, eval_limit=eval_limit, eval_split=eval_split)
@@ -191,8 +185,8 @@ def run(method: Method, client: Any, task: Task, *, seed: int, eval_limit: int |
         how = {k: getattr(method, k) for k in ("strategy", "endpoint", "top_k") if hasattr(method, k)}
         base = ZeroShot(template=start.template, label_words=start.label_words, extra=start.extra or None,
                         calibrate=bool(getattr(method, "calibrate", False)), **how).fit(scorer, task)
-        start_dev, start_pred, start_scores = _predict_scores(base, scorer, task, dev_examples, progress=progress,
-                                                              desc="start dev") if dev_examples else (none, None, None)
+        start_dev, start_pred, start_scores = _predict(base, scorer, task, dev_examples, progress=progress,
+                                                       desc="start dev") if dev_examples else (none, None, None)
         start_eval = score_method(base, scorer, task, examples, progress=progress, desc="start eval")
         extra["start"] = {"dev": start_dev, "eval": start_eval, "prompt": base.best_prompt_}
         selection = choose([ex.label for ex in dev_examples], start_pred, dev_pred) if dev_examples \
