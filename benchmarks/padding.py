@@ -17,6 +17,7 @@ ratio of interleaved runs is the figure.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -27,20 +28,6 @@ from typing import Any
 from common import cpu_flags, machine, mean_std  # benchmarks/common.py
 
 ROOT = Path(__file__).resolve().parent
-
-
-def _old_plan(prefix: Any) -> Any:
-    """The plan as it was: fixed-size passes over the length-sorted rows."""
-    def plan(seqs: Any, max_batch: int) -> Any:
-        cut = prefix._passes
-        prefix._passes = lambda order, _seqs, max_rows, skip=0: [order[i:i + max_rows]
-                                                                  for i in range(0, len(order), max_rows)]
-        try:
-            return new(seqs, max_batch)
-        finally:
-            prefix._passes = cut
-    new = prefix.plan
-    return plan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from bbox_lfm.serve.engine import Engine
     from bbox_lfm.tasks import load_task, start_point
 
-    plans = {"old": _old_plan(prefix), "new": prefix.plan}
+    plans = {"old": functools.partial(prefix.plan, by_length=False), "new": prefix.plan}
     task = load_task(args.task)
     start = start_point(task, template_index=args.template_index)
     out: dict[str, Any] = {"benchmark": "padding", "kind": "speed", "machine": machine(), "cpu_flags": cpu_flags(),

@@ -88,16 +88,21 @@ def cut_by_length(lengths: list[int], max_rows: int, overhead: int = PASS_OVERHE
     return ends[::-1]
 
 
-def _passes(order: list[int], seqs: list[Sequence], max_rows: int, skip: int = 0) -> list[list[int]]:
-    """``order`` (row indices sorted by length) cut by `cut_by_length` on the lengths past ``skip``;
-    rows sharing a prefix (``skip`` > 0) go at least two a pass, or the pass could not reuse it."""
+def _passes(order: list[int], seqs: list[Sequence], max_rows: int, skip: int, by_length: bool) -> list[list[int]]:
+    """``order`` (row indices sorted by length) cut by `cut_by_length` on the lengths past ``skip``
+    (rows sharing a prefix, ``skip`` > 0, go at least two a pass, or the pass could not reuse it);
+    without ``by_length``, ``max_rows`` a pass whatever their lengths."""
+    if not by_length:
+        return [order[i:i + max_rows] for i in range(0, len(order), max_rows)]
     ends = cut_by_length([len(seqs[i].ids) - skip for i in order], max_rows, min_rows=2 if skip else 1)
     return [order[a:b] for a, b in zip([0, *ends[:-1]], ends)]
 
 
-def plan(seqs: list[Sequence], max_batch: int) -> list[list[int]]:
+def plan(seqs: list[Sequence], max_batch: int, *, by_length: bool = True) -> list[list[int]]:
     """Cut a merged batch into forward passes: rows sharing a long prefix (same soft prompt,
-    same leading ids) go together, sorted by length; the rest by length, ``max_batch`` a pass."""
+    same leading ids) go together, sorted by length; the rest by length. ``by_length`` cuts
+    each where padding costs more than a pass (`cut_by_length`); ``False`` (how the server cut
+    before, kept for `benchmarks/padding.py`) fills passes of the most rows allowed."""
     order = sorted(range(len(seqs)), key=lambda i: (soft_key(seqs[i]), seqs[i].ids))
     passes: list[list[int]] = []
     rest: list[int] = []
@@ -114,12 +119,12 @@ def plan(seqs: list[Sequence], max_batch: int) -> list[list[int]]:
         if shared:
             group.sort(key=lambda i: len(seqs[i].ids))
             rows = max(2, min(max_batch, MAX_SHARED_POSITIONS // shared))
-            passes += _passes(group, seqs, rows, skip=shared)
+            passes += _passes(group, seqs, rows, shared, by_length)
         else:
             rest += group
         start = stop
     rest.sort(key=lambda i: len(seqs[i].ids))
-    passes += _passes(rest, seqs, max_batch)
+    passes += _passes(rest, seqs, max_batch, 0, by_length)
     return passes
 
 
