@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import cpu_flags  # benchmarks/common.py
+
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 # the bar's variants first, so a run cut short still answers it
@@ -51,13 +53,7 @@ QS = (10, 20, 50, 100)
 def _machine() -> str:
     import torch
 
-    flags = set()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        flags = {f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f} " in text}
-    except OSError:
-        pass
-    return (f"{platform.machine()}, {os.cpu_count()} CPU cores ({', '.join(sorted(flags)) or 'no flags read'}), "
+    return (f"{platform.machine()}, {os.cpu_count()} CPU cores ({', '.join(cpu_flags()) or 'no flags read'}), "
             f"torch {torch.__version__}, 1 torch thread; load average at start {os.getloadavg()[0]:.1f}")
 
 

@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,15 +45,10 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "reliability"))  # the helpers the tests use, shared
 
+from common import cpu_flags  # benchmarks/common.py
+
 OUT = HERE / "results" / "reliability.json"
 TIMEOUT_S = 15.0
-
-
-def cpu_flags() -> list[str]:
-    """The CPU's vector flags that matter for the speed figures."""
-    out = subprocess.run("grep -o -w -E 'avx2|avx512f|avx512_bf16|amx_bf16' /proc/cpuinfo | sort -u", shell=True,
-                         capture_output=True, text=True, check=False)
-    return out.stdout.split()
 
 
 def write(results: dict[str, Any]) -> None:
