@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -41,3 +44,20 @@ def local_client(local_server: object, tmp_path: Path) -> Iterator[object]:
 
     with Client.local(local_server, cache=tmp_path / "cache.sqlite") as client:
         yield client
+
+
+@pytest.fixture()
+def benchmark_script() -> Callable[[str], ModuleType]:
+    """Loads ``benchmarks/NAME.py`` as a module (the scripts are not a package): ``load("readme")``."""
+    import importlib.util
+    import sys
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(f"benchmark_{name}", ROOT / "benchmarks" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -75,15 +75,10 @@ def test_report_reads_every_benchmark_file_and_skips_speed_ones(capsys: pytest.C
     assert "| sst2 | bbtv2 |" in out.out and out.err.count("speed benchmark") == len(speed)
 
 
-def test_benchmark_bundles_convert_back_to_their_working_layout() -> None:
+def test_benchmark_bundles_convert_back_to_their_working_layout(benchmark_script: Any) -> None:
     """benchmarks/bundle.py loses nothing: a bundle read back is the layout the scripts resume from,
     and written again it is the same file."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_bundle", RESULTS.parent / "bundle.py")
-    assert spec is not None and spec.loader is not None
-    bundle = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bundle)
+    bundle = benchmark_script("bundle")
     for name in ("baselines", "bbt", "bdpl", "distill", "rlprompt"):
         stored = json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
         native = bundle.from_bundle(stored)

@@ -7,10 +7,8 @@ compared with README.md; a stale README fails with the command that regenerates 
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +22,8 @@ FILES = ["leaderboard.json", "baselines.json", "bbt.json", "bdpl.json", "promptb
          "calibration.json", "distill.json", "bidf_mkd.json"]
 
 
-def _script() -> Any:
-    spec = importlib.util.spec_from_file_location("readme_script", ROOT / "benchmarks" / "readme.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules["readme_script"] = module
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-def test_readme_results_section_is_generated_from_the_json_files() -> None:
-    readme = _script()
+def test_readme_results_section_is_generated_from_the_json_files(benchmark_script: Any) -> None:
+    readme = benchmark_script("readme")
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     expected = readme.splice(text, readme.render(RESULTS))
     if expected != text:
@@ -52,8 +42,8 @@ def _copy_results(tmp_path: Path) -> Path:
 
 
 def test_check_names_the_command_and_the_rewrite_touches_only_the_section(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    readme = _script()
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], benchmark_script: Any) -> None:
+    readme = benchmark_script("readme")
     results = _copy_results(tmp_path)
     board = json.loads((results / "leaderboard.json").read_text())
     board["runs"][0]["eval"]["accuracy"] = 0.123456  # a new measurement lands in the JSON
@@ -72,8 +62,8 @@ def test_check_names_the_command_and_the_rewrite_touches_only_the_section(
     assert readme.main(["--readme", str(path), "--results", str(results), "--check"]) == 0
 
 
-def test_a_row_whose_runs_are_gone_fails_loudly(tmp_path: Path) -> None:
-    readme = _script()
+def test_a_row_whose_runs_are_gone_fails_loudly(tmp_path: Path, benchmark_script: Any) -> None:
+    readme = benchmark_script("readme")
     results = _copy_results(tmp_path)
     bbt = json.loads((results / "bbt.json").read_text())
     bbt["runs"] = [r for r in bbt["runs"] if r["method"] != "bbtv2"]
@@ -82,8 +72,8 @@ def test_a_row_whose_runs_are_gone_fails_loudly(tmp_path: Path) -> None:
         readme.render(results)
 
 
-def test_splice_needs_one_pair_of_markers() -> None:
-    readme = _script()
+def test_splice_needs_one_pair_of_markers(benchmark_script: Any) -> None:
+    readme = benchmark_script("readme")
     assert readme.splice(f"a\n{readme.BEGIN}old{readme.END}\nb", "new") == f"a\n{readme.BEGIN}new{readme.END}\nb"
     for bad in ["no markers", f"{readme.END}{readme.BEGIN}", f"{readme.BEGIN}{readme.BEGIN}{readme.END}"]:
         with pytest.raises(ConfigError, match="README must hold"):
@@ -96,8 +86,8 @@ def _run(seed: int, acc: float, budget: int | None, n: int, label: str = "bbt") 
             "budget_spent": {"calls": budget or 0}}
 
 
-def test_method_rows_never_average_two_budgets_or_eval_sizes() -> None:
-    readme = _script()
+def test_method_rows_never_average_two_budgets_or_eval_sizes(benchmark_script: Any) -> None:
+    readme = benchmark_script("readme")
     runs = [_run(13, 0.80, 40, 200), _run(13, 0.70, 600, 872), _run(21, 0.72, 600, 872),
             _run(21, 0.90, 600, 200), _run(21, 0.74, 600, 872)]  # the last reruns seed 21: it replaces it
     groups = readme.by_setting(runs)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,16 +16,9 @@ from bbox_lfm.results import write_result
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _script() -> Any:
-    spec = importlib.util.spec_from_file_location("leaderboard_script", ROOT / "benchmarks" / "leaderboard.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules["leaderboard_script"] = module
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-def test_every_registered_prompt_method_joins_without_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    board = _script()
+def test_every_registered_prompt_method_joins_without_naming_it(monkeypatch: pytest.MonkeyPatch,
+                                                                benchmark_script: Any) -> None:
+    board = benchmark_script("leaderboard")
     found = board.prompt_methods()
     assert {"bbt", "bbtv2", "bdpl"} <= set(found)
     assert not {"zero-shot", "icl", "best-of-n", "calibrated", "distill", "bidf-mkd"} & set(found)
@@ -100,8 +91,8 @@ def test_two_budgets_or_eval_sizes_are_never_averaged() -> None:
     assert run_setting(runs[0]) == (40, 200) and run_setting(runs[-1]) == (None, 872)
 
 
-def test_a_rewrite_sets_runs_of_an_older_setting_apart() -> None:
-    board = _script()
+def test_a_rewrite_sets_runs_of_an_older_setting_apart(benchmark_script: Any) -> None:
+    board = benchmark_script("leaderboard")
     old40 = _run("sst2", "bbt", 13, 0.795, 0.795, budget=40, n=200)
     old_zero = _run("sst2", "zero-shot", 13, 0.795, None, n=200)
     new600 = _run("sst2", "bbt", 21, 0.80, 0.78, budget=600)
