@@ -9,7 +9,9 @@ lands later joins by being registered: nothing here names it), built as
 ``get(name)(budget=B, seed=S, **sets)`` and run through :func:`bbox_lfm.methods.harness.run` from
 the task's best manual template (``task.best_template``, measured in
 ``benchmarks/results/baselines.json``): the harness scores that start prompt beside each search
-and keeps it unless the search clearly beats it on dev. Beside them, the baselines from the
+and keeps it unless the search clearly beats it on dev (``--guard``: ``rows``, the default, the
+row-count rule; ``ce``, the gold-label log-probability rule; ``off``; each run records both
+rules' choices, and the table shows what the ce rule would report). Beside them, the baselines from the
 same template: zero-shot, zero-shot with contextual calibration, ICL (k = 4 per class) and ICL
 with calibration (``--baselines`` picks).
 
@@ -54,6 +56,16 @@ BASELINES: dict[str, Any] = {
     "calibrated": lambda seed: get("calibrated")(),
     "icl": lambda seed: get("icl")(k=4, seed=seed),
     "icl+calibrated": lambda seed: get("icl")(k=4, seed=seed, calibrate=True),
+}
+
+
+#: --guard -> harness.run's guard, and how the results file describes it
+GUARDS: dict[str, tuple[bool | str, str]] = {
+    "rows": (True, ("the start prompt is kept unless the searched prompt fixes at least max(2, ceil(sqrt(fixed + "
+                   "broken))) more dev rows than it breaks (bbox_lfm.methods.harness.choose)")),
+    "ce": ("ce", ("the start prompt is kept unless the searched prompt raises the dev rows' gold-label "
+                 "log-probability by a mean of at least one standard error (bbox_lfm.methods.harness.choose_ce)")),
+    "off": (False, "no guard: the searched prompt is reported"),
 }
 
 
@@ -134,6 +146,9 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=900.0, help="client timeout per request (s)")
     p.add_argument("--merge", nargs="*", default=[], metavar="FILE",
                    help="leaderboard files of other invocations (e.g. one method per process) whose runs join")
+    p.add_argument("--guard", choices=list(GUARDS), default="rows",
+                   help="which rule picks between the start and the searched prompt (default rows; both "
+                        "rules are recorded in every run whichever decides)")
     p.add_argument("--dry-run", action="store_true", help="list the runs still missing and exit")
     args = p.parse_args()
 
@@ -187,7 +202,7 @@ def main() -> int:
                 start = start_point(task)
                 t0 = time.perf_counter()
                 result = run(method, client, task, seed=seed, eval_limit=limits.get(name, args.eval_limit),
-                             progress=sys.stderr.isatty(), start=start)
+                             progress=sys.stderr.isatty(), start=start, guard=GUARDS[args.guard][0])
                 result.extra["label"] = lb
                 result.extra["method"] = dict(getattr(method, "extra_", {}) or {})
                 runs[_key(result.to_json())] = result.to_json()
@@ -217,8 +232,7 @@ def bundle(runs: list[dict[str, Any]], missing: list[dict[str, Any]], args: argp
             "budget": args.budget, "methods": methods, "baselines": args.baselines, "sets": sets,
             "starts": {n: start_point(t).to_json() for n, t in tasks.items()},
             "eval_limit": args.eval_limit, "task_eval_limit": args.task_eval_limit,
-            "selection": "the start prompt is kept unless the searched prompt fixes at least max(2, "
-                         "ceil(sqrt(fixed + broken))) more dev rows than it breaks (bbox_lfm.methods.harness)",
+            "guard": args.guard, "selection": GUARDS[args.guard][1],
             "missing": missing, "wall_s_last_invocation": round(wall_s, 1),
             "table_md": leaderboard_table(runs), "runs": runs, "earlier": list(earlier or [])}
 

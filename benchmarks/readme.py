@@ -165,7 +165,9 @@ def leaderboard_part(doc: dict[str, Any]) -> str:
     text = ("`benchmarks/leaderboard.py` runs every registered prompt method from the task's best manual "
             f"template ({starts}) beside the baselines on that template. A search keeps its start unless it "
             "clearly beats it on the dev rows (\"start kept\"); \"searched prompt eval acc\" is what the search "
-            "found, kept or not. A row averages only the seeds of one budget and one eval size.")
+            "found, kept or not; \"ce guard eval acc\" is what the finer guard on the dev rows' gold-label "
+            "log-probability would report (both rules are recorded in every run). A row averages only the seeds "
+            "of one budget and one eval size.")
     missing, earlier = doc.get("missing") or [], doc.get("earlier") or []
     if missing:
         text += f" Still to run: {len(missing):,} runs (the file's `missing`)."

@@ -33,7 +33,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..results import read_results
 
-__all__ = ["leaderboard_table", "load_runs", "mean_std", "plot_curves", "plot_leaderboard", "run_label",
+__all__ = ["ce_guard_eval", "leaderboard_table", "load_runs", "mean_std", "plot_curves", "plot_leaderboard", "run_label",
            "run_setting", "runs_table", "search_calls", "summary_table"]
 
 
@@ -155,12 +155,13 @@ def _mean(xs: Sequence[float]) -> float | None:
 def leaderboard_table(runs: Sequence[dict[str, Any]]) -> str:
     """Task x method x setting: eval accuracy mean ± std over the seeds of one budget and one eval
     size (:func:`run_setting`) beside the start prompt's, the mean gain over it, the searched
-    prompt's own eval accuracy (whether kept or not), the seeds where the start was kept, search
-    calls and wall seconds per seed."""
+    prompt's own eval accuracy (whether kept or not), the seeds where the start was kept, what the
+    gold-label log-probability guard would report (:func:`ce_guard_eval`; "k of n" where only some
+    seeds recorded it), search calls and wall seconds per seed."""
     groups = _groups(runs)
     head = ("| task | method | budget | seeds | eval n | start eval acc | eval acc (mean ± std) | gain (points) "
-            "| searched prompt eval acc | start kept | search calls | wall s / seed |\n"
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+            "| searched prompt eval acc | start kept | ce guard eval acc | search calls | wall s / seed |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = []
     for (task, label, budget, n), rs in sorted(groups.items(),
                                                key=lambda kv: (kv[0][0], _order(kv[1][0]), _group_order(kv[0]))):
@@ -171,15 +172,29 @@ def leaderboard_table(runs: Sequence[dict[str, Any]]) -> str:
         found = [float(x["search"]["eval"]["accuracy"]) for x in extras
                  if ((x.get("search") or {}).get("eval") or {}).get("accuracy") is not None]
         kept = [x["selection"]["chosen"] == "start" for x in extras if "selection" in x]
+        ce = [a for a in map(ce_guard_eval, rs) if a is not None]
+        ce_cell = "-" if not ce else mean_std(ce) + ("" if len(ce) == len(rs) else f" ({len(ce)} of {len(rs)})")
         calls = _mean([search_calls(r) for r in rs])
         seeds = ",".join(str(r.get("seed")) for r in sorted(rs, key=lambda r: str(r.get("seed"))))
         gain = _mean(gains)
         rows.append(f"| {task} | {label} | {'-' if budget is None else f'{budget:,}'} | {seeds} | {n:,} | "
                     f"{_pct(_mean(starts))} | {mean_std(accs)} | {'-' if gain is None else f'{100 * gain:+.1f}'} | "
-                    f"{mean_std(found) if found else '-'} | {f'{sum(kept)}/{len(kept)}' if kept else '-'} | "
+                    f"{mean_std(found) if found else '-'} | {f'{sum(kept)}/{len(kept)}' if kept else '-'} | {ce_cell} | "
                     f"{0 if calls is None else calls:,.0f} | "
                     f"{_mean([float(r['wall_s']) for r in rs if r.get('wall_s') is not None]) or 0:,.0f} |")
     return "\n".join([head, *rows])
+
+
+def ce_guard_eval(r: dict[str, Any]) -> float | None:
+    """The eval accuracy a run reports under the gold-label log-probability guard
+    (``extra.selection_ce``, recorded whatever guard decided): the searched prompt's when that
+    rule chose it, else the start's. None for a run that did not record the rule."""
+    x = r.get("extra") or {}
+    chosen = (x.get("selection_ce") or {}).get("chosen")
+    if chosen not in ("search", "start"):
+        return None
+    acc = ((x.get(chosen) or {}).get("eval") or {}).get("accuracy")
+    return None if acc is None else float(acc)
 
 
 def search_calls(r: dict[str, Any]) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,7 +39,7 @@ def test_every_registered_prompt_method_joins_without_naming_it(monkeypatch: pyt
 
 
 def _run(task: str, label: str, seed: int, acc: float, start: float | None, chosen: str = "search", *,
-         budget: int = 40, n: int = 872, found: float | None = None) -> dict[str, Any]:
+         budget: int = 40, n: int = 872, found: float | None = None, ce: str | None = None) -> dict[str, Any]:
     extra: dict[str, Any] = {"label": label}
     curve: list[dict[str, Any]] = []
     config: dict[str, Any] = {}
@@ -46,6 +47,8 @@ def _run(task: str, label: str, seed: int, acc: float, start: float | None, chos
         extra.update({"start": {"dev": {"accuracy": 0.5}, "eval": {"accuracy": start}},
                       "gain": {"eval_accuracy": acc - start}, "selection": {"chosen": chosen},
                       "search": {"eval": {"accuracy": acc if found is None else found}}})
+        if ce is not None:
+            extra["selection_ce"] = {"chosen": ce}
         curve = [{"calls": budget // 2, "dev_accuracy": 0.6}, {"calls": budget, "dev_accuracy": 0.7}]
         config = {"budget": budget}
     spent = {"calls": 0, "requests": 0, "sequences": 0, "cache_hits": 0}
@@ -60,9 +63,9 @@ def test_leaderboard_table_and_figure(tmp_path: Path) -> None:
     runs = [_run("sst2", "bbt", 13, 0.80, 0.78), _run("sst2", "bbt", 21, 0.78, 0.78, "start", found=0.82),
             _run("sst2", "zero-shot", 13, 0.78, None), _run("mr", "bbt", 13, 0.70, 0.76)]
     table = leaderboard_table(runs)
-    assert "| sst2 | bbt | 40 | 13,21 | 872 | 78.0 | 79.0 ± 1.4 | +1.0 | 81.0 ± 1.4 | 1/2 | 40 | 170 |" in table
-    assert "| sst2 | zero-shot | - | 13 | 872 | - | 78.0 | - | - | - | 0 | 130 |" in table
-    assert "| mr | bbt | 40 | 13 | 872 | 76.0 | 70.0 | -6.0 | 70.0 | 0/1 | 40 | 130 |" in table
+    assert "| sst2 | bbt | 40 | 13,21 | 872 | 78.0 | 79.0 ± 1.4 | +1.0 | 81.0 ± 1.4 | 1/2 | - | 40 | 170 |" in table
+    assert "| sst2 | zero-shot | - | 13 | 872 | - | 78.0 | - | - | - | - | 0 | 130 |" in table
+    assert "| mr | bbt | 40 | 13 | 872 | 76.0 | 70.0 | -6.0 | 70.0 | 0/1 | - | 40 | 130 |" in table
     png = plot_leaderboard(runs, tmp_path / "b.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     path = write_result(tmp_path / "leaderboard.json", {"schema": 1, "kind": "bundle", "benchmark": "leaderboard",
@@ -70,6 +73,20 @@ def test_leaderboard_table_and_figure(tmp_path: Path) -> None:
     md = tmp_path / "t.md"
     assert main(["report", str(path), "--out-md", str(md), "--out-png", str(tmp_path / "c.png")]) == 0
     assert md.read_text().startswith("## Leaderboard\n\n| task | method | budget | seeds |")
+
+
+def test_the_table_shows_what_the_ce_guard_would_report() -> None:
+    """The row-count guard kept the start on seed 21; the ce rule would have taken the search
+    (0.82) there, and kept the start (0.74) on seed 42 where the row-count rule took the search."""
+    runs = [_run("sst2", "bbt", 13, 0.80, 0.78, ce="search"), _run("sst2", "bbt", 21, 0.78, 0.78, "start",
+                                                                  found=0.82, ce="search"),
+            _run("sst2", "bbt", 42, 0.70, 0.74, ce="start"), _run("sst2", "bdpl", 13, 0.78, 0.78, "start", found=0.7)]
+    table = leaderboard_table(runs)
+    # ce: 0.80 (search), 0.82 (search, where rows kept the start), 0.74 (start) -> 78.7 ± 4.2
+    assert "| sst2 | bbt | 40 | 13,21,42 | 872 | 76.7 | 76.0 ± 5.3 | -0.7 | 77.3 ± 6.4 | 1/3 | 78.7 ± 4.2 | 40 |" in table
+    assert "| sst2 | bdpl | 40 | 13 | 872 | 78.0 | 78.0 | +0.0 | 70.0 | 1/1 | - | 40 |" in table
+    runs[2]["extra"].pop("selection_ce")
+    assert "| 1/3 | 81.0 ± 1.4 (2 of 3) | 40 |" in leaderboard_table(runs)
 
 
 def test_two_budgets_or_eval_sizes_are_never_averaged() -> None:
@@ -81,11 +98,11 @@ def test_two_budgets_or_eval_sizes_are_never_averaged() -> None:
     table = leaderboard_table(runs)
     rows = table.splitlines()[2:]
     assert len(rows) == 5
-    assert "| sst2 | bbt | 40 | 13 | 200 | 79.5 | 79.5 | +0.0 | 79.5 | 1/1 | 40 | 130 |" in rows
-    assert "| sst2 | bbt | 600 | 13,21 | 872 | 78.0 | 82.0 ± 2.8 | +4.0 | 82.0 ± 2.8 | 0/2 | 600 | 170 |" in rows
-    assert "| sst2 | bbt | 600 | 42 | 200 | 60.0 | 60.0 | +0.0 | 60.0 | 0/1 | 600 | 420 |" in rows
-    assert "| sst2 | zero-shot | - | 13 | 200 | - | 79.5 | - | - | - | 0 | 130 |" in rows
-    assert "| sst2 | zero-shot | - | 13 | 872 | - | 78.6 | - | - | - | 0 | 130 |" in rows
+    assert "| sst2 | bbt | 40 | 13 | 200 | 79.5 | 79.5 | +0.0 | 79.5 | 1/1 | - | 40 | 130 |" in rows
+    assert "| sst2 | bbt | 600 | 13,21 | 872 | 78.0 | 82.0 ± 2.8 | +4.0 | 82.0 ± 2.8 | 0/2 | - | 600 | 170 |" in rows
+    assert "| sst2 | bbt | 600 | 42 | 200 | 60.0 | 60.0 | +0.0 | 60.0 | 0/1 | - | 600 | 420 |" in rows
+    assert "| sst2 | zero-shot | - | 13 | 200 | - | 79.5 | - | - | - | - | 0 | 130 |" in rows
+    assert "| sst2 | zero-shot | - | 13 | 872 | - | 78.6 | - | - | - | - | 0 | 130 |" in rows
     summary = summary_table(runs)
     assert "| sst2 | bbt | 2 | 872 | 82.0 ± 2.8 |" in summary and "| sst2 | bbt | 1 | 200 | 79.5 |" in summary
     assert run_setting(runs[0]) == (40, 200) and run_setting(runs[-1]) == (None, 872)
@@ -110,3 +127,29 @@ def test_a_rewrite_sets_runs_of_an_older_setting_apart(benchmark_script: Any) ->
     other = {**_run("sst2", "bbt", 13, 0.81, 0.78, budget=600)}
     runs, earlier = board.sort_stored([old40, other], {})
     assert list(runs.values()) == [other] and earlier == [old40]
+
+
+def test_guard_replay_fills_the_ce_choice_into_runs_that_lack_it(tmp_path: Path, benchmark_script: Any) -> None:
+    replay = benchmark_script("guard_replay")
+    runs = [_run("sst2", "bbt", 13, 0.786, 0.786, "start", budget=600, found=0.821),
+            _run("sst2", "bdpl", 13, 0.786, 0.786, "start", budget=600, found=0.769, ce="start"),
+            _run("sst2", "bbtv2", 13, 0.786, 0.786, "start", budget=40, found=0.83)]
+    path = write_result(tmp_path / "lb.json", {"kind": "bundle", "runs": runs})
+    ce = {"chosen": "search", "mean_gain_nats": 0.035}
+    rep = {f"sst2:13:{m}": {"ce_rule": ce, "eval_n": 872, "start": {"eval": 0.786}, "search": {"eval": found}}
+           for m, found in (("bbt", 0.821), ("bdpl", 0.769), ("bbtv2", 0.83))}
+    # bdpl has its own; bbtv2's run is of another budget
+    assert replay.fill_ce(path, rep, 600) == ["sst2:13:bbt"]
+    board = json.loads(path.read_text())
+    assert board["runs"][0]["extra"]["selection_ce"] == ce and "guard_replay" in board["runs"][0]["extra"][
+        "selection_ce_source"]
+    assert board["runs"][1]["extra"]["selection_ce"] == {"chosen": "start"}
+    assert "selection_ce" not in board["runs"][2]["extra"]
+    assert "| sst2 | bbt | 600 | 13 | 872 | 78.6 | 78.6 | +0.0 | 82.1 | 1/1 | 82.1 |" in board["table_md"]
+    # a replay that did not reproduce the run's figures is refused, and nothing is written
+    board["runs"][0]["extra"].pop("selection_ce")
+    write_result(path, board)
+    bad = {"sst2:13:bbt": {**rep["sst2:13:bbt"], "search": {"eval": 0.8}}}
+    with pytest.raises(SystemExit, match="differ"):
+        replay.fill_ce(path, bad, 600)
+    assert "selection_ce" not in json.loads(path.read_text())["runs"][0]["extra"]
