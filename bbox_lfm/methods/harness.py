@@ -189,10 +189,11 @@ def run(method: Method, client: Any, task: Task, *, seed: int, eval_limit: int |
                                                        desc="start dev") if dev_examples else (none, None, None)
         start_eval = score_method(base, scorer, task, examples, progress=progress, desc="start eval")
         extra["start"] = {"dev": start_dev, "eval": start_eval, "prompt": base.best_prompt_}
-        selection = choose([ex.label for ex in dev_examples], start_pred, dev_pred) if dev_examples \
+        dev_y = [ex.label for ex in dev_examples or []]
+        selection = choose(dev_y, start_pred, dev_pred) if dev_examples \
             else {"chosen": "search", "rule": "no dev data: the searched prompt is kept"}
         if dev_examples and start_scores is not None and dev_scores is not None:
-            extra["selection_ce"] = choose_ce([ex.label for ex in dev_examples], start_scores, dev_scores)
+            extra["selection_ce"] = choose_ce(dev_y, start_scores, dev_scores)
             if guard == "ce":
                 selection = {**selection, "chosen": extra["selection_ce"]["chosen"],
                              "rule": "guard 'ce': " + extra["selection_ce"]["rule"]}
