@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 
 from bbox_lfm.cli import main
@@ -153,3 +154,38 @@ def test_guard_replay_fills_the_ce_choice_into_runs_that_lack_it(tmp_path: Path,
     with pytest.raises(SystemExit, match="differ"):
         replay.fill_ce(path, bad, 600)
     assert "selection_ce" not in json.loads(path.read_text())["runs"][0]["extra"]
+
+
+def _guarded(task: str, seed: int, label: str, start: float, found: float, fixed: int, broken: int,
+             ce: str | None, decided_by: str = "rows") -> dict[str, Any]:
+    r = _run(task, label, seed, found, start, "start", budget=600, found=found, ce=ce)
+    needed = max(2, int(np.ceil(np.sqrt(fixed + broken))))
+    rows = "search" if fixed - broken >= needed else "start"
+    chosen = rows if decided_by == "rows" else ce
+    r["extra"]["selection"] = {"chosen": chosen, "fixed": fixed, "broken": broken, "needed": needed,
+                               "rule": "guard 'ce': ..." if decided_by == "ce" else "search replaces start iff ..."}
+    return r
+
+
+def test_guard_compare_counts_the_out_of_sample_disagreements(benchmark_script: Any) -> None:
+    gc = benchmark_script("guard_compare")
+    runs = [_guarded("sst2", 13, "bbt", 0.786, 0.821, 1, 1, "search"),  # in-sample: left out
+            _guarded("mr", 13, "bbt", 0.7655, 0.763, 0, 3, "start"),  # agree (start)
+            _guarded("mr", 21, "bbtv2", 0.76, 0.79, 1, 0, "search"),  # differ, ce right (+3.0)
+            _guarded("sst2", 21, "bdpl", 0.78, 0.77, 3, 0, "start", decided_by="ce"),  # differ, ce right (+1.0)
+            _guarded("sst2", 42, "bbt", 0.78, 0.77, 1, 0, "search"),  # differ, ce wrong (-1.0)
+            _guarded("sst2", 42, "bdpl", 0.78, 0.70, 0, 0, None),  # no ce recorded: skipped
+            _guarded("mr", 42, "promptboosting", 0.78, 0.70, 0, 2, None)]  # not one of the three methods
+    doc = gc.compare(runs)
+    assert [r["run"] for r in doc["runs"]] == ["mr:13:bbt", "mr:21:bbtv2", "sst2:21:bdpl", "sst2:42:bbt"]
+    assert doc["skipped"] == ["sst2:42:bdpl"]
+    assert doc["runs"][2]["rows_chosen"] == "search" and doc["runs"][2]["ce_chosen"] == "start"
+    assert (doc["disagreements"], doc["ce_wins"]) == (3, 2)
+    assert doc["mean_eval_rows_rule"] == pytest.approx((0.7655 + 0.76 + 0.77 + 0.78) / 4)
+    assert doc["mean_eval_ce_rule"] == pytest.approx((0.7655 + 0.79 + 0.78 + 0.77) / 4)
+    assert doc["criterion_holds"] is True
+    # one win in three disagreements: the rule does not become the default
+    doc = gc.compare(runs[:3] + [_guarded("sst2", 21, "bdpl", 0.78, 0.80, 3, 0, "start")] + runs[4:])
+    assert (doc["disagreements"], doc["ce_wins"], doc["criterion_holds"]) == (3, 1, False)
+    # no disagreement at all: nothing shows the ce rule is better
+    assert gc.compare(runs[:2])["criterion_holds"] is False
