@@ -62,8 +62,8 @@ ROWS = [
     Row("sst2", "PromptBoosting, full vocabulary", "promptboosting.json", "promptboosting"),
     Row("sst2", "PromptBoosting through chat, `top_logprobs` 20", "promptboosting.json",
         "promptboosting (sst2-top20)"),
-    Row("sst2", "RLPrompt, from `{template}` (the template with an empty prompt on the same rows: {empty})",
-        "rlprompt.json", "rlprompt"),
+    Row("sst2", "RLPrompt, from `{template}` (the template with an empty prompt on the same rows: {empty}; the "
+                "learned prompts before the guard: {searched})", "rlprompt.json", "rlprompt"),
     Row("mr", "zero-shot, `{template}` (best manual template)", "baselines.json", "zero-shot (template 2)"),
     Row("mr", "PromptBoosting, full vocabulary", "promptboosting.json", "promptboosting"),
     Row("agnews", "zero-shot, `{template}` (best manual template)", "baselines.json", "zero-shot (template 2)"),
@@ -131,8 +131,15 @@ def _what(row: Row, doc: dict[str, Any], rs: list[dict[str, Any]]) -> str:
         if empty.get("accuracy") is None or empty.get("n") != rs[0]["eval"].get("n"):
             raise ConfigError(f"{row.file}: template_empty_prompt.{row.task} must be scored on the runs' eval rows")
         fields["empty"] = _pct(float(empty["accuracy"]))
-    return row.what.replace("{template}", fields.get("template", "{template}")).replace(
-        "{empty}", fields.get("empty", "{empty}"))
+    if "{searched}" in row.what:
+        found = [((r.get("extra") or {}).get("search") or {}).get("eval", {}).get("accuracy") for r in rs]
+        if any(a is None for a in found):
+            raise ConfigError(f"{row.file}: every {row.label!r} run on {row.task} must record extra.search.eval")
+        fields["searched"] = mean_std([float(a) for a in found])
+    what = row.what
+    for key, value in fields.items():
+        what = what.replace("{" + key + "}", value)
+    return what
 
 
 def method_rows(results: Path) -> str:
