@@ -21,6 +21,10 @@ seed, label, budget and eval rows) are kept and skipped. ``benchmarks/results/le
 (a bundle of RunResults, the shared results format) is rewritten after every run, with the runs
 still missing named in ``missing``. Runs go seed by seed, every task at the first seed first.
 
+Two processes can share the grid (and the cache): give the second another ``--out`` and its
+own ``--seeds``, then fold its runs in with ``--merge THAT_FILE --no-run``, which measures
+nothing and rewrites this file.
+
 One setting per row: a stored run of a task and label this invocation runs, but at another
 budget or eval size (an exploratory 40-call run on 200 rows, say), moves from ``runs`` to
 ``earlier`` when the file is rewritten: kept for the record, never averaged with the new seeds
@@ -150,6 +154,9 @@ def main() -> int:
                    help="which rule picks between the start and the searched prompt (default rows; both "
                         "rules are recorded in every run whichever decides)")
     p.add_argument("--dry-run", action="store_true", help="list the runs still missing and exit")
+    p.add_argument("--no-run", action="store_true",
+                   help="measure nothing: rewrite the results file from what it and the --merge files hold "
+                        "(the runs of a second process folded in) and exit")
     args = p.parse_args()
 
     methods = prompt_methods() if args.methods is None else args.methods
@@ -180,7 +187,7 @@ def main() -> int:
     if args.dry_run:
         print(json.dumps(missing, indent=1))
         return 0
-    if not todo:  # nothing to measure: write what the files hold (merged runs, a fresh table)
+    if not todo or args.no_run:  # nothing to measure: write what the files hold (merged runs, a fresh table)
         first = next(iter(runs.values()), {})
         write_result(out, bundle(list(runs.values()), missing, args, methods, sets, tasks, first.get("model"),
                                  first.get("provider"), previous.get("wall_s_last_invocation", 0.0), earlier))

@@ -189,3 +189,21 @@ def test_guard_compare_counts_the_out_of_sample_disagreements(benchmark_script: 
     assert (doc["disagreements"], doc["ce_wins"], doc["criterion_holds"]) == (3, 1, False)
     # no disagreement at all: nothing shows the ce rule is better
     assert gc.compare(runs[:2])["criterion_holds"] is False
+
+
+def test_no_run_folds_a_second_process_file_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               benchmark_script: Any) -> None:
+    board = benchmark_script("leaderboard")
+    mine, theirs = tmp_path / "lb.json", tmp_path / "lb-s42.json"
+    write_result(mine, {"kind": "bundle", "runs": [_run("sst2", "zero-shot", 13, 0.786, None)]})
+    write_result(theirs, {"kind": "bundle", "runs": [_run("sst2", "zero-shot", 42, 0.786, None),
+                                                     _run("sst2", "bbt", 42, 0.80, 0.786, budget=600)]})
+    monkeypatch.setattr("sys.argv", ["leaderboard.py", "--tasks", "sst2", "--seeds", "13", "21", "42", "--methods",
+                                     "bbt", "--baselines", "zero-shot", "--out", str(mine), "--merge", str(theirs),
+                                     "--no-run"])
+    assert board.main() == 0  # no server is started: nothing is measured
+    doc = json.loads(mine.read_text())
+    assert sorted((r["seed"], r["extra"]["label"]) for r in doc["runs"]) == [(13, "zero-shot"), (42, "bbt"),
+                                                                              (42, "zero-shot")]
+    assert sorted((m["seed"], m["label"]) for m in doc["missing"]) == [(13, "bbt"), (21, "bbt"), (21, "zero-shot")]
+    assert "| sst2 | bbt | 600 | 42 | 872 |" in doc["table_md"]
