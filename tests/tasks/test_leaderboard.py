@@ -183,7 +183,9 @@ def test_guard_compare_counts_the_out_of_sample_disagreements(benchmark_script: 
     assert (doc["disagreements"], doc["ce_wins"]) == (3, 2)
     assert doc["mean_eval_rows_rule"] == pytest.approx((0.7655 + 0.76 + 0.77 + 0.78) / 4)
     assert doc["mean_eval_ce_rule"] == pytest.approx((0.7655 + 0.79 + 0.78 + 0.77) / 4)
-    assert doc["criterion_holds"] is True
+    assert doc["criterion_holds"] is True and doc["decided"] is None and "mr:42:bdpl" in doc["planned_missing"]
+    every = [_guarded(t, s, m, 0.78, 0.79, 1, 0, "search") for t, s, m in gc.PLANNED]
+    assert gc.compare(every)["decided"] is True and gc.compare(every)["planned_missing"] == []
     # one win in three disagreements: the rule does not become the default
     doc = gc.compare(runs[:3] + [_guarded("sst2", 21, "bdpl", 0.78, 0.80, 3, 0, "start")] + runs[4:])
     assert (doc["disagreements"], doc["ce_wins"], doc["criterion_holds"]) == (3, 1, False)
