@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
 #: (task, seed) pairs seen before the ce rule was written: in-sample, not part of the check
 IN_SAMPLE = {("sst2", 13)}
 METHODS = ("bbt", "bbtv2", "bdpl")
@@ -41,7 +42,9 @@ PLANNED = [(t, s, m) for t, s in (("mr", 13), ("sst2", 21), ("mr", 21), ("sst2",
 def rows_choice(selection: dict[str, Any]) -> str:
     """The row-count rule's choice, also where another guard decided the run (``chosen`` then
     holds that guard's; the rule's counts stay in the record)."""
-    return "search" if selection["fixed"] - selection["broken"] >= selection["needed"] else "start"
+    from bbox_lfm.methods.harness import choose_counts
+
+    return str(choose_counts(selection["fixed"], selection["broken"])["chosen"])
 
 
 def _eval(x: dict[str, Any], chosen: str) -> float:
@@ -74,7 +77,8 @@ def compare(runs: list[dict[str, Any]], *, methods: tuple[str, ...] = METHODS,
         and mean_ce > mean_rows
     have = {r["run"] for r in rows}
     missing = [f"{t}:{s}:{m}" for t, s, m in PLANNED if f"{t}:{s}:{m}" not in have]
-    return {"runs": rows, "skipped": skipped, "planned_missing": missing, "decided": holds if not missing else None, "n": len(rows), "disagreements": len(differ), "ce_wins": ce_wins,
+    return {"runs": rows, "skipped": skipped, "planned_missing": missing, "decided": holds if not missing else None,
+            "n": len(rows), "disagreements": len(differ), "ce_wins": ce_wins,
             "mean_eval_rows_rule": mean_rows, "mean_eval_ce_rule": mean_ce,
             "criterion": "among the out-of-sample runs where the rules differ, the ce rule's prompt has the higher "
                          "eval accuracy in more than half, and its mean eval accuracy over all of them is above "

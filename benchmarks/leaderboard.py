@@ -50,7 +50,7 @@ from bbox_lfm import Client
 from bbox_lfm.commands.report import leaderboard_table, run_setting
 from bbox_lfm.commands.tune import parse_sets
 from bbox_lfm.methods import get, names
-from bbox_lfm.methods.harness import run
+from bbox_lfm.methods.harness import CE_RULE, OFF_RULE, ROWS_RULE, run
 from bbox_lfm.results import SCHEMA_VERSION, write_result
 from bbox_lfm.tasks import load_task, start_point
 
@@ -63,13 +63,11 @@ BASELINES: dict[str, Any] = {
 }
 
 
-#: --guard -> harness.run's guard, and how the results file describes it
+#: --guard -> harness.run's guard, and the rule the results file states for it
 GUARDS: dict[str, tuple[bool | str, str]] = {
-    "rows": (True, ("the start prompt is kept unless the searched prompt fixes at least max(2, ceil(sqrt(fixed + "
-                   "broken))) more dev rows than it breaks (bbox_lfm.methods.harness.choose)")),
-    "ce": ("ce", ("the start prompt is kept unless the searched prompt raises the dev rows' gold-label "
-                 "log-probability by a mean of at least one standard error (bbox_lfm.methods.harness.choose_ce)")),
-    "off": (False, "no guard: the searched prompt is reported"),
+    "rows": (True, ROWS_RULE),
+    "ce": ("ce", CE_RULE),
+    "off": (False, OFF_RULE),
 }
 
 

@@ -45,11 +45,16 @@ from ..results import RunResult
 from ..tasks import Example, Start, Task, metrics_from_predictions, subsample
 from .base import Method
 
-__all__ = ["EVAL_SUBSAMPLE_SEED", "MIN_NET_ROWS", "choose", "choose_ce", "eval_examples", "run", "score_method"]
+__all__ = ["CE_RULE", "EVAL_SUBSAMPLE_SEED", "MIN_NET_ROWS", "OFF_RULE", "ROWS_RULE", "choose", "choose_ce", "choose_counts", "eval_examples", "run", "score_method"]
 
 EVAL_SUBSAMPLE_SEED = 0
 #: the searched prompt must fix at least this many more dev rows than it breaks to replace the start
 MIN_NET_ROWS = 2
+#: the two guards' rules, as the results state them (``extra.selection.rule``, ``extra.selection_ce.rule``)
+ROWS_RULE = "search replaces start iff fixed - broken >= max(2, ceil(sqrt(fixed + broken))) on the few-shot dev rows"
+CE_RULE = ("search replaces start iff the mean gain in the dev rows' gold-label log-probability (normalised over "
+           "the labels) is > 0 and >= one standard error")
+OFF_RULE = "guard off: the searched prompt is kept"
 _CHUNK = 512  # examples per predict() call: a progress step; a multiple of the scoring chunk
 
 
@@ -92,12 +97,15 @@ def choose(y: Sequence[int] | np.ndarray, start_pred: Sequence[int] | np.ndarray
     """Whether the searched prompt replaces the start, from both prompts' dev predictions
     (see the module docstring): ``{"chosen": "search" | "start", "fixed", "broken", "needed", "rule"}``."""
     truth, a, b = np.asarray(y), np.asarray(start_pred), np.asarray(search_pred)
-    fixed = int(np.sum((b == truth) & (a != truth)))
-    broken = int(np.sum((a == truth) & (b != truth)))
+    return choose_counts(int(np.sum((b == truth) & (a != truth))), int(np.sum((a == truth) & (b != truth))))
+
+
+def choose_counts(fixed: int, broken: int) -> dict[str, Any]:
+    """:func:`choose`'s decision from its two counts: the dev rows the searched prompt gets right
+    and the start wrong (``fixed``), and the reverse (``broken``)."""
     needed = max(MIN_NET_ROWS, int(np.ceil(np.sqrt(fixed + broken))))
     return {"chosen": "search" if fixed - broken >= needed else "start", "fixed": fixed, "broken": broken,
-            "needed": needed, "rule": "search replaces start iff fixed - broken >= max(2, ceil(sqrt(fixed + "
-            "broken))) on the few-shot dev rows"}
+            "needed": needed, "rule": ROWS_RULE}
 
 
 def choose_ce(y: Sequence[int] | np.ndarray, start_scores: np.ndarray, search_scores: np.ndarray) -> dict[str, Any]:
@@ -122,8 +130,7 @@ def choose_ce(y: Sequence[int] | np.ndarray, start_scores: np.ndarray, search_sc
     mean = float(gain.mean()) if n else 0.0
     se = float(gain.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
     return {"chosen": "search" if n > 1 and mean > 0 and mean >= se else "start", "mean_gain_nats": mean,
-            "se_nats": se, "n": n, "rule": "search replaces start iff the mean gain in the dev rows' gold-label "
-            "log-probability (normalised over the labels) is > 0 and >= one standard error"}
+            "se_nats": se, "n": n, "rule": CE_RULE}
 
 
 def _add(a: dict[str, Any], b: dict[str, Any] | None) -> dict[str, Any]:
@@ -198,7 +205,7 @@ def run(method: Method, client: Any, task: Task, *, seed: int, eval_limit: int |
                 selection = {**selection, "chosen": extra["selection_ce"]["chosen"],
                              "rule": "guard 'ce': " + extra["selection_ce"]["rule"]}
         if guard is False:
-            selection = {**selection, "chosen": "search", "rule": "guard off: the searched prompt is kept"}
+            selection = {**selection, "chosen": "search", "rule": OFF_RULE}
         extra["selection"] = selection
         extra["search"] = {"dev": dev, "eval": ev}
         if selection["chosen"] == "start":
