@@ -45,6 +45,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.append(str(HERE))  # benchmarks/common.py, where this file is loaded as a module
+
+from common import cpu_flags, machine  # benchmarks/common.py
 
 from bbox_lfm import Client
 from bbox_lfm.commands.report import leaderboard_table, run_setting
@@ -210,6 +213,7 @@ def main() -> int:
                              progress=sys.stderr.isatty(), start=start, guard=GUARDS[args.guard][0])
                 result.extra["label"] = lb
                 result.extra["method"] = dict(getattr(method, "extra_", {}) or {})
+                result.extra["machine"] = {"machine": machine(), "cpu_flags": cpu_flags()}  # its wall_s ran here
                 runs[_key(result.to_json())] = result.to_json()
                 missing = [x for x in missing if (x["task"], x["seed"], x["label"]) != (name, seed, lb)]
                 kept = result.extra.get("selection", {}).get("chosen")
@@ -233,7 +237,8 @@ def bundle(runs: list[dict[str, Any]], missing: list[dict[str, Any]], args: argp
     the runs of earlier settings set apart (``earlier``, not in the table)."""
     return {"schema": SCHEMA_VERSION, "kind": "bundle", "benchmark": "leaderboard", "model": model,
             "provider": provider,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU",
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU (each run measured "
+                       "after this was recorded names its own machine and CPU flags in extra.machine)",
             "budget": args.budget, "methods": methods, "baselines": args.baselines, "sets": sets,
             "starts": {n: start_point(t).to_json() for n, t in tasks.items()},
             "eval_limit": args.eval_limit, "task_eval_limit": args.task_eval_limit,

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import bundle  # benchmarks/bundle.py
-from common import machine, mean_std  # benchmarks/common.py
+from common import cpu_flags, machine, mean_std  # benchmarks/common.py
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                                                               progress=False).to_json()
                 rec["wall_s"] = round(time.perf_counter() - t0, 1)
                 rec["machine"] = machine()
+                rec["cpu_flags"] = cpu_flags()  # its wall_s ran on this CPU
                 doc["runs"].setdefault(task_name, {})[str(seed)] = rec
                 _write(out, doc, plot)
                 ev = rec["eval"]
