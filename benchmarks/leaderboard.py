@@ -9,9 +9,11 @@ lands later joins by being registered: nothing here names it), built as
 ``get(name)(budget=B, seed=S, **sets)`` and run through :func:`bbox_lfm.methods.harness.run` from
 the task's best manual template (``task.best_template``, measured in
 ``benchmarks/results/baselines.json``): the harness scores that start prompt beside each search
-and keeps it unless the search clearly beats it on dev (``--guard``: ``rows``, the default, the
-row-count rule; ``ce``, the gold-label log-probability rule; ``off``; each run records both
-rules' choices, and the table shows what the ce rule would report). Beside them, the baselines from the
+and keeps it unless the search clearly beats it on dev (``--guard``: ``rows``, the default here, the
+row-count rule; ``ce``, the gold-label log-probability rule; ``auto``, the harness's own default:
+ce where the method gives label scores, else rows; ``off``; each run records both rules'
+choices, and the table shows what the ce rule would report). The grid keeps ``rows`` so that
+the seeds of one row were all decided by one rule; the ce column reports the other. Beside them, the baselines from the
 same template: zero-shot, zero-shot with contextual calibration, ICL (k = 4 per class) and ICL
 with calibration (``--baselines`` picks).
 
@@ -68,6 +70,7 @@ BASELINES: dict[str, Any] = {
 
 #: --guard -> harness.run's guard, and the rule the results file states for it
 GUARDS: dict[str, tuple[bool | str, str]] = {
+    "auto": ("auto", f"where the method gives label scores: {CE_RULE}; else: {ROWS_RULE}"),
     "rows": (True, ROWS_RULE),
     "ce": ("ce", CE_RULE),
     "off": (False, OFF_RULE),

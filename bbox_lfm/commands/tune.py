@@ -11,7 +11,7 @@ Every run starts from a prompt (:mod:`bbox_lfm.commands._start`): the task's bes
 template unless ``--template``, ``--template-index`` or ``--prompt-from`` says otherwise. The
 results record it (``config.start``) with its own dev and eval scores (``extra.start``), and the
 start prompt stays the answer unless the search clearly beats it on dev (``extra.selection``;
-``--no-guard`` reports the searched prompt whatever it scores).
+``--guard`` picks the rule, ``--no-guard`` reports the searched prompt whatever it scores).
 
 The method is built as ``get(METHOD)(budget=N, seed=S, **sets)``; ``--set key=value`` values are
 read as JSON when they parse (``--set sigma=0.5``, ``--set init='"zeros"'`` or just
@@ -50,9 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--eval-limit", type=int, default=None, help="score a seeded subsample of N eval rows")
     p.add_argument("--no-guard", action="store_true",
                    help="report the searched prompt even where it does not clearly beat the start on dev")
-    p.add_argument("--guard", choices=["rows", "ce"], default="rows",
-                   help="how the searched prompt must beat the start on dev: rows it fixes minus rows it breaks "
-                        "(default), or the gold label's log-probability (ce)")
+    p.add_argument("--guard", choices=["auto", "rows", "ce"], default="auto",
+                   help="how the searched prompt must beat the start on dev: the gold label's log-probability "
+                        "(ce), or rows it fixes minus rows it breaks (rows); auto (default): ce where the method "
+                        "gives label scores, else rows")
     p.add_argument("--out", required=True, help="results JSON path")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_client_args(p)
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
               f"{projected if projected is not None else 'unknown'} (budget {args.budget}); "
               f"dev and eval scoring are counted apart", flush=True)
         result = run_method(method, client, task, seed=args.seed, eval_limit=args.eval_limit,
-                            progress=not args.no_progress, start=start, guard=False if args.no_guard else ("ce" if args.guard == "ce" else True))
+                            progress=not args.no_progress, start=start, guard=False if args.no_guard else args.guard)
         result.extra["method"] = dict(getattr(method, "extra_", {}) or {})
         write_result(args.out, result)
         for warning in result.extra["method"].get("warnings") or ():  # e.g. RLPrompt's collapse guard

@@ -13,7 +13,7 @@ import pytest
 from bbox_lfm.cli import main
 from bbox_lfm.errors import ConfigError
 from bbox_lfm.methods import Method, get
-from bbox_lfm.methods.harness import choose, choose_ce, run
+from bbox_lfm.methods.harness import CE_RULE, ROWS_RULE, choose, choose_ce, run
 from bbox_lfm.results import read_result, write_result
 from bbox_lfm.tasks import load_task, start_point
 from bbox_lfm.tasks.builtin import BUILTIN
@@ -168,15 +168,22 @@ class _Scored(Method):
         return {"seed": self.seed, "p": self.p}
 
 
-def test_harness_records_the_ce_comparison_and_decides_by_it_when_asked(mock_client) -> None:  # type: ignore[no-untyped-def]
+def test_harness_decides_by_the_ce_comparison_where_the_method_gives_scores(mock_client) -> None:  # type: ignore[no-untyped-def]
     task = load_task("sample")
     start = start_point(task, template_index=1)
-    r = run(_Scored(), mock_client(sentiment_rule), task, seed=13, progress=False, start=start)
-    assert r.extra["selection_ce"]["n"] == r.dev["n"] and r.extra["selection_ce"]["chosen"] in ("search", "start")
-    assert r.extra["selection"]["rule"].startswith("search replaces start iff fixed")   # the default decides
-    ce = run(_Scored(p=0.999), mock_client(sentiment_rule), task, seed=13, progress=False, start=start, guard="ce")
-    assert ce.extra["selection"]["chosen"] == ce.extra["selection_ce"]["chosen"] == "search"
-    assert ce.extra["selection"]["rule"].startswith("guard 'ce'") and ce.prompt == "scored"
+    rows = run(_Scored(), mock_client(sentiment_rule), task, seed=13, progress=False, start=start, guard=True)
+    assert rows.extra["selection_ce"]["n"] == rows.dev["n"] and rows.extra["selection_ce"]["chosen"] in ("search", "start")
+    assert rows.extra["selection"]["rule"] == ROWS_RULE                      # asked for: the row count decides
+    assert run(_Scored(), mock_client(sentiment_rule), task, seed=13, progress=False, start=start,
+               guard="rows").extra["selection"] == rows.extra["selection"]
+    for guard in ("ce", "auto"):  # "auto", the default, is "ce" for a method that leaves its label scores
+        ce = run(_Scored(p=0.999), mock_client(sentiment_rule), task, seed=13, progress=False, start=start,
+                 **({} if guard == "auto" else {"guard": guard}))
+        assert ce.extra["selection"]["chosen"] == ce.extra["selection_ce"]["chosen"] == "search"
+        assert ce.extra["selection"]["rule"] == "guard 'ce': " + CE_RULE and ce.prompt == "scored"
+    # labels only: the default falls back to the row count; "ce" is refused before anything is sent
+    oracle = run(_Oracle(), mock_client(sentiment_rule), task, seed=13, progress=False, start=start)
+    assert "selection_ce" not in oracle.extra and oracle.extra["selection"]["rule"] == ROWS_RULE
     with pytest.raises(ConfigError, match="guard"):  # labels only: refused before anything is sent
         run(_Oracle(), mock_client(sentiment_rule), task, seed=13, progress=False, start=start, guard="ce")
     with pytest.raises(ConfigError, match="guard"):
@@ -247,6 +254,9 @@ def test_tune_records_its_start_and_the_start_scores(tmp_path: Path, fake_tune: 
                                     "origin": "template_index 1", "template_index": 1}
     assert r["extra"]["start"]["eval"]["n"] == 6 and r["extra"]["start"]["dev"]["n"] == 16
     assert r["extra"]["selection"]["chosen"] in ("start", "search") and "gain" in r["extra"]
+    assert r["extra"]["selection"]["rule"] == "guard 'ce': " + CE_RULE  # BBT leaves label scores: ce decides
+    assert main([*argv, "--guard", "rows"]) == 0 and read_result(out)["extra"]["selection"]["rule"] == ROWS_RULE
+    assert main([*argv, "--no-guard"]) == 0 and read_result(out)["extra"]["selection"]["chosen"] == "search"
     bbt = tmp_path / "bbt.json"
     write_result(bbt, {**r, "prompt": {"shape": [2, 8], "dtype": "float32", "data": ""}})
     assert main([*argv[:4], "--prompt-from", str(bbt), *argv[6:]]) == 2  # tune starts from text only
