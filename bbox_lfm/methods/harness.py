@@ -50,7 +50,8 @@ from ..results import RunResult
 from ..tasks import Example, Start, Task, metrics_from_predictions, subsample
 from .base import Method
 
-__all__ = ["CE_RULE", "EVAL_SUBSAMPLE_SEED", "MIN_NET_ROWS", "OFF_RULE", "ROWS_RULE", "choose", "choose_ce", "choose_counts", "eval_examples", "run", "score_method"]
+__all__ = ["CE_RULE", "EVAL_SUBSAMPLE_SEED", "MIN_NET_ROWS", "OFF_RULE", "ROWS_RULE", "choose", "choose_ce",
+           "choose_counts", "eval_examples", "run", "score_method"]
 
 EVAL_SUBSAMPLE_SEED = 0
 #: the searched prompt must fix at least this many more dev rows than it breaks to replace the start
@@ -161,8 +162,9 @@ def run(method: Method, client: Any, task: Task, *, seed: int, eval_limit: int |
     compared with it and keeps it unless the search clearly beats it (``guard``: ``"auto"``, the
     default, the gold-label log-probability rule where the method leaves label scores, else the
     row-count rule; ``"ce"``, that rule (refused for a method that gives labels only); True or
-    ``"rows"``, the row-count rule; False, no guard; see the module docstring). A method with a ``seed`` attribute must have been built with this ``seed`` (the
-    seed names the few-shot split, so two different ones would be a silent mix-up). A task
+    ``"rows"``, the row-count rule; False, no guard; see the module docstring). A method with a
+    ``seed`` attribute must have been built with this ``seed`` (the seed names the few-shot split,
+    so two different ones would be a silent mix-up). A task
     without few-shot data (no train split, no shipped split) gets ``dev`` metrics of None.
     """
     from .baselines import ZeroShot

@@ -168,11 +168,13 @@ class _Scored(Method):
         return {"seed": self.seed, "p": self.p}
 
 
-def test_harness_decides_by_the_ce_comparison_where_the_method_gives_scores(mock_client) -> None:  # type: ignore[no-untyped-def]
+def test_harness_decides_by_the_ce_comparison_where_the_method_gives_scores(  # type: ignore[no-untyped-def]
+        mock_client) -> None:
     task = load_task("sample")
     start = start_point(task, template_index=1)
     rows = run(_Scored(), mock_client(sentiment_rule), task, seed=13, progress=False, start=start, guard=True)
-    assert rows.extra["selection_ce"]["n"] == rows.dev["n"] and rows.extra["selection_ce"]["chosen"] in ("search", "start")
+    ce_record = rows.extra["selection_ce"]
+    assert ce_record["n"] == rows.dev["n"] and ce_record["chosen"] in ("search", "start")
     assert rows.extra["selection"]["rule"] == ROWS_RULE                      # asked for: the row count decides
     assert run(_Scored(), mock_client(sentiment_rule), task, seed=13, progress=False, start=start,
                guard="rows").extra["selection"] == rows.extra["selection"]
