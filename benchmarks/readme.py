@@ -274,6 +274,8 @@ def render(results: Path) -> str:
         "### Leaderboard: every method from the best manual template",
         _wrap(prose),
         table,
+        "![Leaderboard: dev accuracy against search calls, mean over seeds, a panel per task]"
+        "(benchmarks/results/leaderboard.png)",
         "### Each method's own benchmark",
         _wrap("From each method's own script (`benchmarks/baselines.py`, `bbt.py`, `bdpl.py`, "
               "`promptboosting.py`, `rlprompt.py`); search calls as the method counts them, cache hits included."),

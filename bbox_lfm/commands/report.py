@@ -34,7 +34,7 @@ from ..errors import ConfigError
 from ..results import read_results
 
 __all__ = ["ce_guard_eval", "leaderboard_table", "load_runs", "mean_std", "plot_curves", "plot_leaderboard", "run_label",
-           "run_setting", "runs_table", "search_calls", "summary_table"]
+           "run_setting", "runs_table", "search_calls", "seed_band", "summary_table"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -211,9 +211,23 @@ def _order(r: dict[str, Any]) -> int:
     return 0 if "start" not in (r.get("extra") or {}) else 1
 
 
+def seed_band(curves: Sequence[Sequence[tuple[float, float]]]) -> list[tuple[float, float, float, float]]:
+    """``(calls, mean, low, high)`` over seeds at every call count any seed's curve has. Each curve
+    is ``(calls, value)`` points; between its points a curve holds its last value (before its
+    first point, its first value), so seeds logged at different calls still average point by point."""
+    curves = [sorted(c) for c in curves if c]
+    out: list[tuple[float, float, float, float]] = []
+    for x in sorted({cx for c in curves for cx, _ in c}):
+        ys = [next((y for cx, y in reversed(c) if cx <= x), c[0][1]) for c in curves]
+        out.append((x, sum(ys) / len(ys), min(ys), max(ys)))
+    return out
+
+
 def plot_leaderboard(runs: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Dev accuracy against calls, one panel per task, one colour per method (each seed a line
-    from its start prompt's dev accuracy at 0 calls); baselines as dashed levels."""
+    """Dev accuracy against calls, one panel per task, one colour per method: the mean over seeds
+    (each seed's curve starting from its start prompt's dev accuracy at 0 calls; the seeds' dev
+    splits differ by up to 20 points, so a shaded range would hide the means); baselines as
+    dashed levels at their mean dev accuracy over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -221,28 +235,37 @@ def plot_leaderboard(runs: Sequence[dict[str, Any]], path: str | Path) -> Path:
 
     tasks = sorted({r["task"] for r in runs})
     fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(5.5 * max(1, len(tasks)), 4.2), squeeze=False)
-    labels = sorted({run_label(r) for r in runs}, key=lambda lb: (lb not in {run_label(r) for r in runs
-                                                                          if "start" not in (r.get("extra") or {})}, lb))
+    searches = {run_label(r) for r in runs if "start" in (r.get("extra") or {})}
+    labels = sorted({run_label(r) for r in runs}, key=lambda lb: (lb not in searches, lb))
     colours = {lb: f"C{i % 10}" for i, lb in enumerate(labels)}
     for ax, task in zip(axes[0], tasks):
-        mine = [r for r in runs if r["task"] == task]
-        shown: set[str] = set()
-        for r in sorted(mine, key=lambda r: (run_label(r), str(r.get("seed")))):
-            lb, extra = run_label(r), r.get("extra") or {}
-            curve = list(r.get("curve") or [])
-            if "start" in extra and extra["start"]["dev"].get("accuracy") is not None:
-                curve = [{"calls": 0, "dev_accuracy": extra["start"]["dev"]["accuracy"]}, *curve]
-            kw = {"color": colours[lb], "label": None if lb in shown else lb, "alpha": 0.8}
-            shown.add(lb)
-            if len(curve) > 1:
-                ax.plot([p["calls"] for p in curve], [100 * p["dev_accuracy"] for p in curve], marker=".", lw=1, **kw)
-            elif r.get("dev", {}).get("accuracy") is not None:
-                ax.axhline(100 * r["dev"]["accuracy"], ls="--", lw=0.8, **kw)
-        ax.set_title(task)
+        by_label: dict[str, list[dict[str, Any]]] = {}
+        for r in runs:
+            if r["task"] == task:
+                by_label.setdefault(run_label(r), []).append(r)
+        for lb in sorted(by_label, key=labels.index):
+            curves, levels = [], []
+            for r in by_label[lb]:
+                extra = r.get("extra") or {}
+                curve = [(float(p["calls"]), 100 * float(p["dev_accuracy"])) for p in r.get("curve") or []]
+                if curve and "start" in extra and extra["start"]["dev"].get("accuracy") is not None:
+                    curve = [(0.0, 100 * float(extra["start"]["dev"]["accuracy"])), *curve]
+                if len(curve) > 1:
+                    curves.append(curve)
+                elif r.get("dev", {}).get("accuracy") is not None:
+                    levels.append(100 * float(r["dev"]["accuracy"]))
+            seeds = f" ({len(by_label[lb])} seed{'s' if len(by_label[lb]) != 1 else ''})"
+            if curves:
+                band = seed_band(curves)
+                xs = [b[0] for b in band]
+                ax.plot(xs, [b[1] for b in band], color=colours[lb], lw=1.5, drawstyle="steps-post", label=lb + seeds)
+            elif levels:
+                ax.axhline(sum(levels) / len(levels), ls="--", lw=0.8, color=colours[lb], label=lb + seeds)
+        ax.set_title(f"{task}: mean over seeds")
         ax.set_xlabel("search calls")
         ax.set_ylabel("dev accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
     return _save(fig, path)
 
 

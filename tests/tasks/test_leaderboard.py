@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bbox_lfm.cli import main
-from bbox_lfm.commands.report import leaderboard_table, plot_leaderboard, run_setting, summary_table
+from bbox_lfm.commands.report import leaderboard_table, plot_leaderboard, run_setting, seed_band, summary_table
 from bbox_lfm.methods import Method, names
 from bbox_lfm.methods.base import registry
 from bbox_lfm.results import write_result
@@ -74,6 +74,17 @@ def test_leaderboard_table_and_figure(tmp_path: Path) -> None:
     md = tmp_path / "t.md"
     assert main(["report", str(path), "--out-md", str(md), "--out-png", str(tmp_path / "c.png")]) == 0
     assert md.read_text().startswith("## Leaderboard\n\n| task | method | budget | seeds |")
+
+
+def test_seed_band_holds_each_curve_between_its_points() -> None:
+    """Seed a logs at 0, 10, 30; seed b at 0, 20: at 10 b still holds 50, at 20 a still holds 70,
+    at 30 b holds 60; before a curve's first point it counts its first value."""
+    a, b = [(0, 60.0), (10, 70.0), (30, 80.0)], [(0, 50.0), (20, 60.0)]
+    assert seed_band([a, b]) == [(0, 55.0, 50.0, 60.0), (10, 60.0, 50.0, 70.0), (20, 65.0, 60.0, 70.0),
+                                 (30, 70.0, 60.0, 80.0)]
+    assert seed_band([[(5, 40.0)], [(0, 50.0), (10, 70.0)]]) == [(0, 45.0, 40.0, 50.0), (5, 45.0, 40.0, 50.0),
+                                                                  (10, 55.0, 40.0, 70.0)]
+    assert seed_band([]) == [] and seed_band([[]]) == []
 
 
 def test_the_table_shows_what_the_ce_guard_would_report() -> None:
