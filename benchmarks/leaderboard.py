@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -240,8 +238,9 @@ def bundle(runs: list[dict[str, Any]], missing: list[dict[str, Any]], args: argp
     the runs of earlier settings set apart (``earlier``, not in the table)."""
     return {"schema": SCHEMA_VERSION, "kind": "bundle", "benchmark": "leaderboard", "model": model,
             "provider": provider,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU (each run measured "
-                       "after this was recorded names its own machine and CPU flags in extra.machine)",
+            "machine": f"this file last written on {machine()} (CPU flags: {', '.join(cpu_flags()) or 'none read'}); "
+                       "each run names the machine its wall time ran on in extra.machine (runs from before "
+                       "2026-12-01 do not)",
             "budget": args.budget, "methods": methods, "baselines": args.baselines, "sets": sets,
             "starts": {n: start_point(t).to_json() for n, t in tasks.items()},
             "eval_limit": args.eval_limit, "task_eval_limit": args.task_eval_limit,
