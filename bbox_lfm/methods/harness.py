@@ -19,7 +19,8 @@ replaces the start only when, on the dev rows, the rows it gets right and the st
 (``fixed``) outnumber the reverse (``broken``) by a clear margin: ``fixed - broken >=
 max(MIN_NET_ROWS, sqrt(fixed + broken))``, a one-sided sign test at one standard deviation,
 never fewer than two rows. Otherwise the run reports the start prompt (``extra["selection"]``
-says which was chosen and why; ``extra["search"]`` keeps the searched prompt's own figures).
+says which was chosen and why, and ``rows_chosen`` what the row count chose where another rule
+decided; ``extra["search"]`` keeps the searched prompt's own figures).
 ``guard=False`` reports the searched prompt whatever it scores.
 
 Rows right or wrong are a coarse measure on 32 rows: a prompt that moves every dev row's
@@ -210,10 +211,11 @@ def run(method: Method, client: Any, task: Task, *, seed: int, eval_limit: int |
         if dev_examples and start_scores is not None and dev_scores is not None:
             extra["selection_ce"] = choose_ce(dev_y, start_scores, dev_scores)
             if guard == "ce" or (guard == "auto" and method.leaves_scores):
-                selection = {**selection, "chosen": extra["selection_ce"]["chosen"],
+                selection = {**selection, "rows_chosen": selection["chosen"], "chosen": extra["selection_ce"]["chosen"],
                              "rule": "guard 'ce': " + extra["selection_ce"]["rule"]}
         if guard is False:
-            selection = {**selection, "chosen": "search", "rule": OFF_RULE}
+            selection = {**selection, "rows_chosen": selection.get("rows_chosen", selection["chosen"]),
+                         "chosen": "search", "rule": OFF_RULE}
         extra["selection"] = selection
         extra["search"] = {"dev": dev, "eval": ev}
         if selection["chosen"] == "start":

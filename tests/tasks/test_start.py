@@ -178,11 +178,24 @@ def test_harness_decides_by_the_ce_comparison_where_the_method_gives_scores(  # 
     assert rows.extra["selection"]["rule"] == ROWS_RULE                      # asked for: the row count decides
     assert run(_Scored(), mock_client(sentiment_rule), task, seed=13, progress=False, start=start,
                guard="rows").extra["selection"] == rows.extra["selection"]
+    by_rows = run(_Scored(p=0.999), mock_client(sentiment_rule), task, seed=13, progress=False, start=start,
+                  guard="rows").extra["selection"]
     for guard in ("ce", "auto"):  # "auto", the default, is "ce" for a method that leaves its label scores
         ce = run(_Scored(p=0.999), mock_client(sentiment_rule), task, seed=13, progress=False, start=start,
                  **({} if guard == "auto" else {"guard": guard}))
         assert ce.extra["selection"]["chosen"] == ce.extra["selection_ce"]["chosen"] == "search"
         assert ce.extra["selection"]["rule"] == "guard 'ce': " + CE_RULE and ce.prompt == "scored"
+        assert ce.extra["selection"]["rows_chosen"] == by_rows["chosen"] == "search"
+    # right on every dev row but barely sure of it (p = 0.6): the row count takes the search, the
+    # ce rule keeps the start; the row count's own choice and counts stay in the record
+    by_rows = run(_Scored(p=0.6), mock_client(sentiment_rule), task, seed=13, progress=False, start=start,
+                  guard="rows").extra["selection"]
+    ce = run(_Scored(p=0.6), mock_client(sentiment_rule), task, seed=13, progress=False, start=start, guard="ce")
+    assert (by_rows["chosen"], ce.extra["selection"]["chosen"], ce.extra["selection"]["rows_chosen"]) == (
+        "search", "start", "search")
+    assert (ce.extra["selection"]["fixed"], ce.extra["selection"]["broken"]) == (by_rows["fixed"], by_rows["broken"])
+    off = run(_Scored(p=0.6), mock_client(sentiment_rule), task, seed=13, progress=False, start=start, guard=False)
+    assert off.extra["selection"]["chosen"] == "search" and off.extra["selection"]["rows_chosen"] == "search"
     # labels only: the default falls back to the row count; "ce" is refused before anything is sent
     oracle = run(_Oracle(), mock_client(sentiment_rule), task, seed=13, progress=False, start=start)
     assert "selection_ce" not in oracle.extra and oracle.extra["selection"]["rule"] == ROWS_RULE
