@@ -25,7 +25,9 @@ still missing named in ``missing``. Runs go seed by seed, every task at the firs
 
 Two processes can share the grid (and the cache): give the second another ``--out`` and its
 own ``--seeds``, then fold its runs in with ``--merge THAT_FILE --no-run``, which measures
-nothing and rewrites this file.
+nothing and rewrites this file. A file of other tasks (a process that ran ``--tasks rte``, say)
+folds in the same way: its runs join the table, and its tasks' start prompts and the runs it
+still misses are kept in this file's ``starts`` and ``missing``.
 
 One setting per row: a stored run of a task and label this invocation runs, but at another
 budget or eval size (an exploratory 40-call run on 200 rows, say), moves from ``runs`` to
@@ -181,18 +183,31 @@ def main() -> int:
 
     wanted = {(name, lb): setting(name, m) for _, name, lb, m in plan}
     stored = previous.get("earlier", []) + previous.get("runs", [])
+    # what the files say of tasks this invocation does not run: their start and what they still miss
+    other_starts = {t: st for t, st in (previous.get("starts") or {}).items() if t not in tasks}
+    other_missing = [m for m in previous.get("missing") or [] if m["task"] not in tasks]
     for other in args.merge:  # runs measured by another process (at the same settings, else set apart)
-        stored += json.loads(Path(other).read_text()).get("runs", [])
+        doc = json.loads(Path(other).read_text())
+        stored += doc.get("runs", [])
+        other_starts.update({t: st for t, st in (doc.get("starts") or {}).items() if t not in tasks})
+        other_missing += [m for m in doc.get("missing") or [] if m["task"] not in tasks]
     runs, earlier = sort_stored(stored, wanted)
     todo = [(s, n, lb, m) for s, n, lb, m in plan if (n, s, lb) not in runs]
     missing = [{"task": n, "seed": s, "label": lb} for s, n, lb, _ in todo]
+    seen = set()
+    for m in other_missing:  # still missing unless a file now holds the run
+        key = (m["task"], m["seed"], m["label"])
+        if key not in runs and key not in seen:
+            seen.add(key)
+            missing.append(m)
     if args.dry_run:
         print(json.dumps(missing, indent=1))
         return 0
     if not todo or args.no_run:  # nothing to measure: write what the files hold (merged runs, a fresh table)
         first = next(iter(runs.values()), {})
         write_result(out, bundle(list(runs.values()), missing, args, methods, sets, tasks, first.get("model"),
-                                 first.get("provider"), previous.get("wall_s_last_invocation", 0.0), earlier))
+                                 first.get("provider"), previous.get("wall_s_last_invocation", 0.0), earlier,
+                                 other_starts))
         print(leaderboard_table(list(runs.values())))
         return 0
 
@@ -223,7 +238,7 @@ def main() -> int:
                                                      f", kept {kept}" if kept else "")
                       + f"; {time.perf_counter() - t0:.0f} s", flush=True)
                 write_result(out, bundle(list(runs.values()), missing, args, methods, sets, tasks, client.model,
-                                         client.profile.name, time.perf_counter() - t_start, earlier))
+                                         client.profile.name, time.perf_counter() - t_start, earlier, other_starts))
     finally:
         if server is not None:
             server.stop()
@@ -233,16 +248,19 @@ def main() -> int:
 
 def bundle(runs: list[dict[str, Any]], missing: list[dict[str, Any]], args: argparse.Namespace, methods: list[str],
            sets: dict[str, dict[str, Any]], tasks: dict[str, Any], model: str | None, provider: str | None,
-           wall_s: float, earlier: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+           wall_s: float, earlier: list[dict[str, Any]] | None = None,
+           other_starts: dict[str, Any] | None = None) -> dict[str, Any]:
     """The results file: every run (RunResult JSON), the set-up, what is missing, the table, and
-    the runs of earlier settings set apart (``earlier``, not in the table)."""
+    the runs of earlier settings set apart (``earlier``, not in the table). ``other_starts``: the
+    start prompts of tasks whose runs came from the files (``--merge``) but that this invocation
+    does not run."""
     return {"schema": SCHEMA_VERSION, "kind": "bundle", "benchmark": "leaderboard", "model": model,
             "provider": provider,
             "machine": f"this file last written on {machine()} (CPU flags: {', '.join(cpu_flags()) or 'none read'}); "
                        "each run names the machine its wall time ran on in extra.machine (runs from before "
                        "2026-12-01 do not)",
             "budget": args.budget, "methods": methods, "baselines": args.baselines, "sets": sets,
-            "starts": {n: start_point(t).to_json() for n, t in tasks.items()},
+            "starts": {**(other_starts or {}), **{n: start_point(t).to_json() for n, t in tasks.items()}},
             "eval_limit": args.eval_limit, "task_eval_limit": args.task_eval_limit,
             "guard": args.guard, "selection": GUARDS[args.guard][1],
             "missing": missing, "wall_s_last_invocation": round(wall_s, 1),

@@ -220,3 +220,27 @@ def test_no_run_folds_a_second_process_file_in(tmp_path: Path, monkeypatch: pyte
                                                                               (42, "zero-shot")]
     assert sorted((m["seed"], m["label"]) for m in doc["missing"]) == [(13, "bbt"), (21, "bbt"), (21, "zero-shot")]
     assert "| sst2 | bbt | 600 | 42 | 872 |" in doc["table_md"]
+    # a file of another task folds in too: its runs join, its start and its still-missing runs are kept
+    rte = tmp_path / "lb-rte.json"
+    write_result(rte, {"kind": "bundle", "runs": [_run("rte", "zero-shot", 13, 0.56, None)],
+                       "starts": {"rte": {"template": "T"}, "sst2": {"template": "stale"}},
+                       "missing": [{"task": "rte", "seed": 13, "label": "bbt"}, {"task": "rte", "seed": 13,
+                                                                                 "label": "zero-shot"},
+                                   {"task": "sst2", "seed": 99, "label": "bbt"}]})
+    monkeypatch.setattr("sys.argv", ["leaderboard.py", "--tasks", "sst2", "--seeds", "13", "21", "42", "--methods",
+                                     "bbt", "--baselines", "zero-shot", "--out", str(mine), "--merge", str(rte),
+                                     "--no-run"])
+    assert board.main() == 0
+    doc = json.loads(mine.read_text())
+    assert ("rte", 13, "zero-shot") in {(r["task"], r["seed"], r["extra"]["label"]) for r in doc["runs"]}
+    assert doc["starts"]["rte"] == {"template": "T"} and doc["starts"]["sst2"]["template"] != "stale"
+    # rte's bbt is still missing; its zero-shot (now held) and the other file's view of sst2 are not
+    assert sorted((m["task"], m["seed"], m["label"]) for m in doc["missing"]) == [
+        ("rte", 13, "bbt"), ("sst2", 13, "bbt"), ("sst2", 21, "bbt"), ("sst2", 21, "zero-shot")]
+    # a later fold without that file keeps what this file now says of rte
+    monkeypatch.setattr("sys.argv", ["leaderboard.py", "--tasks", "sst2", "--seeds", "13", "21", "42", "--methods",
+                                     "bbt", "--baselines", "zero-shot", "--out", str(mine), "--no-run"])
+    assert board.main() == 0
+    again = json.loads(mine.read_text())
+    assert again["starts"] == doc["starts"] and again["missing"] == doc["missing"] and "| rte | zero-shot |" in again[
+        "table_md"]
