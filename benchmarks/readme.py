@@ -7,9 +7,10 @@ Everything between ``<!-- results:begin -->`` and ``<!-- results:end -->`` in RE
 from ``benchmarks/results/*.json``: the leaderboard (``leaderboard.json`` through
 :func:`bbox_lfm.commands.report.leaderboard_table`, one row per task, method, budget and eval
 size: seeds of different settings are never averaged), each method's own benchmark
-(``baselines.json``, ``bbt.json``, ``bdpl.json``, ``promptboosting.json``, ``rlprompt.json``),
-contextual calibration (``calibration.json``), distillation (``distill.json``) and BiDf-MKD
-(``bidf_mkd.json``). The prose around the tables is fixed; every figure is read from a file.
+(``baselines.json``, ``bbt.json``, ``bdpl.json``, ``promptboosting.json``, ``rlprompt.json``,
+``rlprompt_long.json``), contextual calibration (``calibration.json``), distillation
+(``distill.json``) and BiDf-MKD (``bidf_mkd.json``). The prose around the tables is fixed; every
+figure is read from a file.
 
 This is a benchmark script rather than ``bbox-lfm report --readme``: ``report`` reads any results
 files through the results format, for any user's runs; this section knows which runs of this
@@ -64,6 +65,8 @@ ROWS = [
         "promptboosting (sst2-top20)"),
     Row("sst2", "RLPrompt, from `{template}` (the template with an empty prompt on the same rows: {empty}; the "
                 "learned prompts before the guard: {searched})", "rlprompt.json", "rlprompt"),
+    Row("sst2", "RLPrompt, one longer run, from `{template}` (the template with an empty prompt: {empty}; the "
+                "learned prompt before the guard: {searched})", "rlprompt_long.json", "rlprompt"),
     Row("mr", "zero-shot, `{template}` (best manual template)", "baselines.json", "zero-shot (template 2)"),
     Row("mr", "PromptBoosting, full vocabulary", "promptboosting.json", "promptboosting"),
     Row("agnews", "zero-shot, `{template}` (best manual template)", "baselines.json", "zero-shot (template 2)"),
@@ -274,8 +277,8 @@ def render(results: Path) -> str:
         "### Leaderboard: every method from the best manual template",
         _wrap(prose),
         table,
-        "![Leaderboard: dev accuracy against search calls, mean over seeds, a panel per task]"
-        "(benchmarks/results/leaderboard.png)",
+        ("![Leaderboard: dev accuracy against search calls, mean over seeds, a panel per task]"
+         "(benchmarks/results/leaderboard.png)"),
         "### Each method's own benchmark",
         _wrap("From each method's own script (`benchmarks/baselines.py`, `bbt.py`, `bdpl.py`, "
               "`promptboosting.py`, `rlprompt.py`); search calls as the method counts them, cache hits included."),

@@ -234,7 +234,12 @@ def plot_leaderboard(runs: Sequence[dict[str, Any]], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     tasks = sorted({r["task"] for r in runs})
-    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(5.5 * max(1, len(tasks)), 4.2), squeeze=False)
+    cols = min(2, max(1, len(tasks)))  # two panels a row, so four tasks stay readable
+    rows = -(-max(1, len(tasks)) // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(5.5 * cols, 4.2 * rows), squeeze=False)
+    axes = [list(grid.flat)]
+    for spare in axes[0][len(tasks):]:
+        spare.set_visible(False)
     searches = {run_label(r) for r in runs if "start" in (r.get("extra") or {})}
     labels = sorted({run_label(r) for r in runs}, key=lambda lb: (lb not in searches, lb))
     colours = {lb: f"C{i % 10}" for i, lb in enumerate(labels)}

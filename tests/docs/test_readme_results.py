@@ -19,7 +19,7 @@ from bbox_lfm.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 FILES = ["leaderboard.json", "baselines.json", "bbt.json", "bdpl.json", "promptboosting.json", "rlprompt.json",
-         "calibration.json", "distill.json", "bidf_mkd.json"]
+         "rlprompt_long.json", "calibration.json", "distill.json", "bidf_mkd.json"]
 
 
 def test_readme_results_section_is_generated_from_the_json_files(benchmark_script: Any) -> None:
