@@ -237,13 +237,13 @@ def plot_leaderboard(runs: Sequence[dict[str, Any]], path: str | Path) -> Path:
     cols = min(2, max(1, len(tasks)))  # two panels a row, so four tasks stay readable
     rows = -(-max(1, len(tasks)) // cols)
     fig, grid = plt.subplots(rows, cols, figsize=(5.5 * cols, 4.2 * rows), squeeze=False)
-    axes = [list(grid.flat)]
-    for spare in axes[0][len(tasks):]:
+    axes = list(grid.flat)
+    for spare in axes[len(tasks):]:
         spare.set_visible(False)
     searches = {run_label(r) for r in runs if "start" in (r.get("extra") or {})}
     labels = sorted({run_label(r) for r in runs}, key=lambda lb: (lb not in searches, lb))
     colours = {lb: f"C{i % 10}" for i, lb in enumerate(labels)}
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes, tasks):
         by_label: dict[str, list[dict[str, Any]]] = {}
         for r in runs:
             if r["task"] == task:
