@@ -34,12 +34,22 @@ budget or eval size (an exploratory 40-call run on 200 rows, say), moves from ``
 ``earlier`` when the file is rewritten: kept for the record, never averaged with the new seeds
 and not in the table (``bbox-lfm report`` and ``benchmarks/readme.py`` read ``runs``). A later
 invocation at that setting again finds it there and skips it.
+
+Soft prompts stay out of this file: a run whose prompt holds a tensor of more than
+``PROMPT_INLINE_MAX`` base64 characters (BBT's 50 x 576 soft prompt, BBTv2's deep prompt of
+4.6 MB) keeps its shape, dtype and SHA-256 here, and the whole run, tensor included, goes to a
+one-run results file in ``--prompts-dir`` (``benchmarks/.prompts/``, git-ignored), named in
+``stored_apart``: ``bbox-lfm tune ... --prompt-from`` and ``bbox-lfm eval`` take that file.
+A rerun from the cache rebuilds it exactly (the SHA-256 says whether it did).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -66,6 +76,36 @@ BASELINES: dict[str, Any] = {
     "icl": lambda seed: get("icl")(k=4, seed=seed),
     "icl+calibrated": lambda seed: get("icl")(k=4, seed=seed, calibrate=True),
 }
+
+
+#: a tensor in a run's prompt longer than this in base64 is stored apart (see the module's doc)
+PROMPT_INLINE_MAX = 16_384
+
+
+def _apart(value: Any) -> Any:
+    """``value`` (a prompt, or one of its fields) with a long tensor as ``{shape, dtype, sha256}``."""
+    if isinstance(value, dict) and isinstance(value.get("data"), str) and "shape" in value:
+        if len(value["data"]) <= PROMPT_INLINE_MAX:
+            return value
+        digest = hashlib.sha256(base64.b64decode(value["data"])).hexdigest()
+        return {**{k: v for k, v in value.items() if k != "data"}, "sha256": digest}
+    if isinstance(value, dict):
+        return {k: _apart(v) for k, v in value.items()}
+    return value
+
+
+def store_prompt_apart(r: dict[str, Any], where: Path) -> dict[str, Any]:
+    """``r`` with its long prompt tensors replaced by their digests and the path of a one-run
+    results file in ``where`` that holds ``r`` whole (written here); ``r`` itself where its
+    prompt is short or already stored apart."""
+    slim = _apart(r.get("prompt"))
+    if slim == r.get("prompt"):
+        return r
+    name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"leaderboard-{r['task']}-{r['seed']}-{r['extra']['label']}")
+    path = write_result(where / f"{name.strip('_')}.json", r)
+    root = HERE.parent
+    shown = path.resolve().relative_to(root) if path.resolve().is_relative_to(root) else path
+    return {**r, "prompt": {"stored_apart": str(shown), "tensors": slim}}
 
 
 #: --guard -> harness.run's guard, and the rule the results file states for it
@@ -150,6 +190,8 @@ def main() -> int:
     p.add_argument("--base-url", default=None, help="a running bbox-lfm server (default: start one)")
     p.add_argument("--cache", default=str(HERE / ".cache" / "leaderboard.sqlite"))
     p.add_argument("--out", default=str(HERE / "results" / "leaderboard.json"))
+    p.add_argument("--prompts-dir", default=str(HERE / ".prompts"),
+                   help="where runs whose prompt is a long tensor (soft and deep prompts) are kept whole")
     p.add_argument("--max-concurrency", type=int, default=4)
     p.add_argument("--timeout", type=float, default=900.0, help="client timeout per request (s)")
     p.add_argument("--merge", nargs="*", default=[], metavar="FILE",
@@ -264,7 +306,9 @@ def bundle(runs: list[dict[str, Any]], missing: list[dict[str, Any]], args: argp
             "eval_limit": args.eval_limit, "task_eval_limit": args.task_eval_limit,
             "guard": args.guard, "selection": GUARDS[args.guard][1],
             "missing": missing, "wall_s_last_invocation": round(wall_s, 1),
-            "table_md": leaderboard_table(runs), "runs": runs, "earlier": list(earlier or [])}
+            "table_md": leaderboard_table(runs),
+            "runs": [store_prompt_apart(r, Path(args.prompts_dir)) for r in runs],
+            "earlier": [store_prompt_apart(r, Path(args.prompts_dir)) for r in earlier or []]}
 
 
 if __name__ == "__main__":

@@ -244,3 +244,36 @@ def test_no_run_folds_a_second_process_file_in(tmp_path: Path, monkeypatch: pyte
     again = json.loads(mine.read_text())
     assert again["starts"] == doc["starts"] and again["missing"] == doc["missing"] and "| rte | zero-shot |" in again[
         "table_md"]
+
+
+def test_long_soft_prompts_are_stored_apart_and_rebuild_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                benchmark_script: Any) -> None:
+    """A BBTv2-sized deep prompt leaves the results file (shape, dtype and SHA-256 stay) for a
+    one-run file that holds the run whole; a short prompt stays; a second rewrite changes nothing."""
+    import base64
+    import hashlib
+
+    from bbox_lfm.results import read_result
+    from bbox_lfm.tensors import decode, encode
+
+    board = benchmark_script("leaderboard")
+    deep = np.random.default_rng(0).normal(size=(3, 50, 64)).astype(np.float32)
+    big, small = _run("sst2", "bbtv2", 42, 0.80, 0.786, budget=600), _run("sst2", "bbt", 42, 0.79, 0.786, budget=600)
+    big["prompt"], small["prompt"] = encode(deep), encode(deep[0, :2, :4])
+    mine, apart = tmp_path / "lb.json", tmp_path / "prompts"
+    write_result(mine, {"kind": "bundle", "runs": [big, small]})
+    argv = ["leaderboard.py", "--tasks", "sst2", "--seeds", "42", "--methods", "bbt", "bbtv2", "--baselines",
+            "--out", str(mine), "--prompts-dir", str(apart), "--no-run"]
+    monkeypatch.setattr("sys.argv", argv)
+    assert board.main() == 0
+    text = mine.read_text()
+    assert len(text) < 60_000 and big["prompt"]["data"] not in text
+    runs = {r["method"]: r for r in json.loads(text)["runs"]}
+    assert runs["bbt"]["prompt"] == small["prompt"]  # short: kept inline
+    held = runs["bbtv2"]["prompt"]
+    assert held["tensors"] == {"shape": [3, 50, 64], "dtype": "float32",
+                               "sha256": hashlib.sha256(deep.tobytes()).hexdigest()}
+    whole = read_result(held["stored_apart"])  # a one-run results file, as --prompt-from takes
+    assert np.array_equal(decode(whole["prompt"]), deep) and whole["eval"] == big["eval"]
+    assert hashlib.sha256(base64.b64decode(whole["prompt"]["data"])).hexdigest() == held["tensors"]["sha256"]
+    assert board.main() == 0 and mine.read_text() == text  # a rewrite of a file already slimmed changes nothing
