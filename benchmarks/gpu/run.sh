@@ -7,6 +7,7 @@
 #   bash benchmarks/gpu/run.sh bbt        # call 2: carry .gguf_b, .whl, .data_gpu; BBT / BBTv2 (1,200 calls)
 #   bash benchmarks/gpu/run.sh bdpl       # call 3 (same machine): BDPL, three variants (1,200 calls)
 #   bash benchmarks/gpu/run.sh rlprompt   # RLPrompt, sst2 seeds 13, 21, 42 (1,200 calls); long run: --budget 4000 --runs sst2:13 --out benchmarks/results/rlprompt-4000.json
+#   bash benchmarks/gpu/run.sh rlprompt --runs agnews:13 agnews:21 agnews:42   # the AG News rows (issue 21)
 #   bash benchmarks/gpu/run.sh all        # call 2 instead of bbt and bdpl: the runs bbt.json and
 #                                         # bdpl.json name as missing, side by side, one process each,
 #                                         # into $OUT; benchmarks/gpu/merge.py DIR --verify folds them in
