@@ -177,7 +177,8 @@ def leaderboard_part(doc: dict[str, Any]) -> str:
             "clearly beats it on the dev rows (\"start kept\"); \"searched prompt eval acc\" is what the search "
             "found, kept or not; \"ce guard eval acc\" is what the finer guard on the dev rows' gold-label "
             "log-probability would report (both rules are recorded in every run). A row averages only the seeds "
-            "of one budget and one eval size.")
+            "of one budget and one eval size. A wall time marked ≥ is a lower bound: some seed answered part of "
+            "its search (a baseline: of its eval rows) from the cache, as a resumed run does.")
     missing, earlier = doc.get("missing") or [], doc.get("earlier") or []
     if missing:
         text += f" Still to run: {len(missing):,} runs (the file's `missing`)."

@@ -157,7 +157,7 @@ def leaderboard_table(runs: Sequence[dict[str, Any]]) -> str:
     size (:func:`run_setting`) beside the start prompt's, the mean gain over it, the searched
     prompt's own eval accuracy (whether kept or not), the seeds where the start was kept, what the
     gold-label log-probability guard would report (:func:`ce_guard_eval`; "k of n" where only some
-    seeds recorded it), search calls and wall seconds per seed."""
+    seeds recorded it), search calls and wall seconds per seed (:func:`wall_cell`)."""
     groups = _groups(runs)
     head = ("| task | method | budget | seeds | eval n | start eval acc | eval acc (mean ± std) | gain (points) "
             "| searched prompt eval acc | start kept | ce guard eval acc | search calls | wall s / seed |\n"
@@ -181,8 +181,23 @@ def leaderboard_table(runs: Sequence[dict[str, Any]]) -> str:
                     f"{_pct(_mean(starts))} | {mean_std(accs)} | {'-' if gain is None else f'{100 * gain:+.1f}'} | "
                     f"{mean_std(found) if found else '-'} | {f'{sum(kept)}/{len(kept)}' if kept else '-'} | {ce_cell} | "
                     f"{0 if calls is None else calls:,.0f} | "
-                    f"{_mean([float(r['wall_s']) for r in rs if r.get('wall_s') is not None]) or 0:,.0f} |")
+                    f"{wall_cell(rs)} |")
     return "\n".join([head, *rows])
+
+
+def replayed(r: dict[str, Any]) -> bool:
+    """Whether part of a run's work was answered from the cache, so that its wall time is less
+    than a fresh run's: for a search, any of its calls (an interrupted run resumed); for a
+    baseline, which has no search, any of its eval queries."""
+    spent = r.get("budget_spent") if "start" in (r.get("extra") or {}) else r.get("eval_spent")
+    return bool((spent or {}).get("cache_hits"))
+
+
+def wall_cell(rs: Sequence[dict[str, Any]]) -> str:
+    """Mean wall seconds per seed, marked ``≥`` when some seed replayed part of its work from the
+    cache (:func:`replayed`): a fresh run takes at least that long."""
+    mean = _mean([float(r["wall_s"]) for r in rs if r.get("wall_s") is not None]) or 0
+    return ("≥" if any(map(replayed, rs)) else "") + f"{mean:,.0f}"
 
 
 def ce_guard_eval(r: dict[str, Any]) -> float | None:

@@ -76,6 +76,19 @@ def test_leaderboard_table_and_figure(tmp_path: Path) -> None:
     assert md.read_text().startswith("## Leaderboard\n\n| task | method | budget | seeds |")
 
 
+def test_a_wall_time_with_answers_from_the_cache_is_marked_a_lower_bound() -> None:
+    resumed = _run("sst2", "bbt", 21, 0.78, 0.78)
+    resumed["budget_spent"] = {**resumed["budget_spent"], "cache_hits": 12}
+    start_cached = _run("sst2", "bbt", 13, 0.80, 0.78)  # its start's eval came from the cache: the search did not
+    start_cached["eval_spent"] = {**start_cached["eval_spent"], "cache_hits": 30}
+    calibrated = _run("sst2", "calibrated", 13, 0.80, None)  # a baseline replays its eval rows
+    calibrated["eval_spent"] = {**calibrated["eval_spent"], "cache_hits": 30}
+    assert leaderboard_table([start_cached]).endswith("| 40 | 130 |")
+    assert leaderboard_table([start_cached, resumed]).endswith("| 40 | ≥170 |")
+    assert leaderboard_table([calibrated]).endswith("| 0 | ≥130 |")
+    assert leaderboard_table([_run("sst2", "zero-shot", 13, 0.78, None)]).endswith("| 0 | 130 |")
+
+
 def test_seed_band_holds_each_curve_between_its_points() -> None:
     """Seed a logs at 0, 10, 30; seed b at 0, 20: at 10 b still holds 50, at 20 a still holds 70,
     at 30 b holds 60; before a curve's first point it counts its first value."""
