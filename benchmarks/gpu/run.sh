@@ -8,6 +8,8 @@
 #   bash benchmarks/gpu/run.sh bdpl       # call 3 (same machine): BDPL, three variants (1,200 calls)
 #   bash benchmarks/gpu/run.sh rlprompt   # RLPrompt, sst2 seeds 13, 21, 42 (1,200 calls); long run: --budget 4000 --runs sst2:13 --out benchmarks/results/rlprompt-4000.json
 #   bash benchmarks/gpu/run.sh rlprompt --runs agnews:13 agnews:21 agnews:42   # the AG News rows (issue 21)
+#   bash benchmarks/gpu/run.sh leaderboard --tasks agnews --seeds 13 --methods bbtv2 bdpl --baselines \
+#       --task-eval-limit agnews=2000 --out benchmarks/results/leaderboard-agnews.json   # runs it still misses
 #   bash benchmarks/gpu/run.sh all        # call 2 instead of bbt and bdpl: the runs bbt.json and
 #                                         # bdpl.json name as missing, side by side, one process each,
 #                                         # into $OUT; benchmarks/gpu/merge.py DIR --verify folds them in
@@ -35,6 +37,7 @@ case $what in
   bbt)  $PYTHON benchmarks/bbt.py --budget 1200 --model $gguf --device "$DEVICE" --cache-mode off --throughput-reps 0 "$@" ;;
   bdpl) $PYTHON benchmarks/bdpl.py --budget 1200 --local-model $gguf --max-concurrency 64 "$@" ;;
   rlprompt) $PYTHON benchmarks/rlprompt.py --local-model $gguf --runs sst2:13 sst2:21 sst2:42 "$@" ;;
+  leaderboard) $PYTHON benchmarks/leaderboard.py --local-model $gguf "$@" ;;
   all)
     # One process per run that bbt.json and bdpl.json name as missing (benchmarks/gpu/missing.py
     # groups them by method when there are more than 7), all at once: one process keeps neither
@@ -63,5 +66,6 @@ case $what in
 esac
 rc=$?
 [[ -n ${OUT:-} ]] && cp benchmarks/results/bbt.json benchmarks/results/bbt.png benchmarks/results/bdpl.json \
-    benchmarks/results/rlprompt.json benchmarks/results/rlprompt.png "$OUT"/ 2>/dev/null
+    benchmarks/results/rlprompt.json benchmarks/results/rlprompt.png benchmarks/results/leaderboard*.json "$OUT"/ \
+    2>/dev/null
 exit $rc

@@ -290,3 +290,27 @@ def test_long_soft_prompts_are_stored_apart_and_rebuild_exactly(tmp_path: Path, 
     assert np.array_equal(decode(whole["prompt"]), deep) and whole["eval"] == big["eval"]
     assert hashlib.sha256(base64.b64decode(whole["prompt"]["data"])).hexdigest() == held["tensors"]["sha256"]
     assert board.main() == 0 and mine.read_text() == text  # a rewrite of a file already slimmed changes nothing
+
+
+def test_local_model_is_served_under_the_default_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      benchmark_script: Any) -> None:
+    """``--local-model`` (the GGUF a GPU machine carries) starts the server on that file, under
+    the default model's name, so its answers share the cache and the results' model name."""
+    import bbox_lfm.serve
+    from bbox_lfm.models import DEFAULT_MODEL_ID
+
+    board = benchmark_script("leaderboard")
+    asked: list[tuple[Any, Any]] = []
+
+    def fake_start(model: Any = None, **kw: Any) -> Any:
+        asked.append((model, kw.get("served_model_name")))
+        raise RuntimeError("stop before any query")
+
+    monkeypatch.setattr(bbox_lfm.serve, "start_local", fake_start)
+    argv = ["leaderboard.py", "--tasks", "sst2", "--seeds", "13", "--methods", "bbt", "--baselines",
+            "--out", str(tmp_path / "lb.json"), "--cache", str(tmp_path / "c.sqlite")]
+    for extra, want in (([], (None, None)), (["--local-model", "/m/x.gguf"], ("/m/x.gguf", DEFAULT_MODEL_ID))):
+        monkeypatch.setattr("sys.argv", argv + extra)
+        with pytest.raises(RuntimeError, match="stop before any query"):
+            board.main()
+        assert asked[-1] == want
