@@ -10,9 +10,16 @@ import numpy as np
 import pytest
 
 from bbox_lfm import Client, Query
+from bbox_lfm.cli import build_parser
 from bbox_lfm.testing.plugin import RECORD_MODES, Cassette
 
 pytest_plugins = ["pytester"]
+
+# pytester removes, after each test, the modules first imported during it, while their package
+# keeps its attribute: a later `from bbox_lfm.commands import eval` would then patch a copy the
+# CLI no longer runs (tests/tasks/test_calibration.py failed so after this file). Every command
+# module is imported here, before any test of this file takes its snapshot.
+build_parser()
 
 CONFTEST = """
 import os
