@@ -28,8 +28,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-
+sys.path.append(str(HERE))  # benchmarks/common.py
 import bundle as bundle_file  # benchmarks/bundle.py
+from common import cpu_flags
 
 from bbox_lfm import Client
 from bbox_lfm.commands.report import runs_table, summary_table
@@ -123,6 +124,7 @@ def bundle(runs: list[dict[str, Any]], args: argparse.Namespace, client: Client,
         rows.setdefault(r["task"], set()).add(int(r["eval"]["n"]))
     return {"benchmark": "baselines", "model": client.model, "provider": client.profile.name,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU",
+            "cpu_flags": cpu_flags(),
             "eval_rows": {t: sorted(n) for t, n in rows.items()},
             "eval_limit": args.limit, "note": "eval_rows below a task's full eval split mean a seeded subsample "
             "(seed 0) was scored, not the full split", "wall_s_last_invocation": round(wall_s, 1),

@@ -34,6 +34,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.append(str(HERE))  # benchmarks/common.py
+from common import cpu_flags
 
 
 def timed(fn: Any, rounds: int) -> tuple[float, Any]:
@@ -158,7 +160,7 @@ def main() -> int:
     finally:
         server.stop()
     result["setup"] = {"model": engine.model_id, "dtype": str(engine.dtype), "device": str(engine.device),
-                       "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+                       "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "cpu_flags": cpu_flags(),
                        "platform": platform.platform(), "load_average_at_start": round(load_start, 2),
                        "load_average_at_end": round(os.getloadavg()[0], 2), "rounds": args.rounds}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.append(str(Path(__file__).resolve().parent))  # benchmarks/common.py
+from common import cpu_flags
+
 from bbox_lfm import Client, MockAdapter, Query
 from bbox_lfm.cachekey import cache_key
 from bbox_lfm.stores import SQLiteStore
@@ -114,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cache_hits_counted": stats["hits"],
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
+        "cpu_flags": cpu_flags(),
         "load_avg_1m": round(os.getloadavg()[0], 2),  # other work on the machine slows every figure
     }
     print(json.dumps(result, sort_keys=True))

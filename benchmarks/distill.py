@@ -54,6 +54,8 @@ ROOT = Path(__file__).resolve().parent
 CACHE = ROOT / ".cache"
 OUT = ROOT / "results" / "distill.json"
 SEED = 13
+sys.path.append(str(ROOT))  # benchmarks/common.py
+from common import cpu_flags
 
 
 def best_template(task: Any, client: Any) -> tuple[str, tuple[str, ...], str]:
@@ -101,7 +103,7 @@ class Bench:
             "eval_subsample_seed": 0, "seed": SEED,
             "teacher": {"model": self.client.model, "template": template, "label_words": list(words),
                         "template_source": source},
-            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "cpu_flags": cpu_flags(),
                         "python": sys.version.split()[0]},
             "runs": [], "notes": []}
         if OUT.is_file():  # runs of an earlier invocation with other settings stay, marked as such

@@ -32,6 +32,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+sys.path.append(str(HERE))  # benchmarks/common.py
+from common import cpu_flags
 
 from bbox_lfm import Client
 from bbox_lfm.methods import get
@@ -76,7 +78,8 @@ def main() -> int:
         raise SystemExit("llama-cpp-python is not installed: make test-llama-cpp (it builds from source)")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "BBOX_LFM_CACHE_DIR": str(CACHE.parent / "llama_cpp_profiles")}
     common = ["--cache", str(CACHE), "--no-progress"]
-    res: dict[str, Any] = {"limit": args.limit, "budget": args.budget, "python": platform.python_version()}
+    res: dict[str, Any] = {"limit": args.limit, "budget": args.budget, "python": platform.python_version(),
+                           "cpu_flags": cpu_flags()}
     try:
         import llama_cpp
 

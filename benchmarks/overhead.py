@@ -15,9 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parent))  # benchmarks/common.py
+from common import cpu_flags
 
 from bbox_lfm import Budget, Client, MockAdapter, Query
 from bbox_lfm.stores import MemoryStore
@@ -82,7 +86,7 @@ def main() -> None:
                 "written to SQLite (WAL); fan-out is the best of 3 runs of 200 x 50 ms at concurrency 20",
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"kind": "speed", **result}, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps({"kind": "speed", "cpu_flags": cpu_flags(), **result}, indent=2) + "\n")
     print(json.dumps(result))
 
 

@@ -39,6 +39,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.append(str(HERE))  # benchmarks/common.py
+from common import cpu_flags
 
 WORDS = [" positive", " negative"]
 TEMPLATE = "Review: {text} Sentiment:"
@@ -223,6 +225,7 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
+            "cpu_flags": cpu_flags(),
             "load_average_at_start": round(load_start, 2),
             "torch": torch.__version__,
         },

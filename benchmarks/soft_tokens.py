@@ -34,6 +34,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.append(str(HERE))  # benchmarks/common.py
+from common import cpu_flags
 
 from bbox_lfm import Client
 from bbox_lfm.methods.bbt import INIT_TOKEN_START
@@ -71,7 +73,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     out: dict[str, Any] = {"schema": 1, "kind": "speed", "benchmark": "soft_tokens", "task": args.task, "seed": args.seed,
                            "template": task.template, "eval_limit": args.eval_limit,
-                           "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU",
+                           "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), no GPU", "cpu_flags": cpu_flags(),
                            "load_average_start": os.getloadavg()[0], "rows": []}
     server = start_local()
     try:
